@@ -1,0 +1,36 @@
+"""Shared CLI plumbing: consoles, the store option, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import typer
+from rich.console import Console
+
+DEFAULT_STORE = "artifacts"
+
+StoreOption = typer.Option(
+    None,
+    "--store",
+    envvar="PROVENIR_STORE",
+    help="Artifact store root: a folder or an fsspec URI (default: artifacts, or $PROVENIR_STORE).",
+)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def store_root(value: str | None) -> str:
+    return value or os.environ.get("PROVENIR_STORE") or DEFAULT_STORE
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))

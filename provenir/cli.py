@@ -1,0 +1,79 @@
+"""The ``provenir`` command. Thin: parse, call the library, print.
+
+Commands live in ``provenir._cli.<area>`` modules, each with a ``register(app)`` function; they
+import heavy libraries inside the command functions, so ``provenir --help`` stays fast (no torch,
+ray or transformers is imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from provenir import __version__
+
+app = typer.Typer(
+    name="provenir",
+    help="Reproducible, provenance-tracked LLM post-training on a laptop or a Ray cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"provenir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Reproducible, provenance-tracked LLM post-training."""
+
+
+def _register_commands() -> None:
+    import provenir._cli as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"provenir._cli.{info.name}").register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a :class:`ProvenirError` becomes one red line on stderr and exit code 2."""
+    import click
+    from rich.markup import escape
+
+    from provenir._cli._common import err_console
+    from provenir.core.errors import ProvenirError
+
+    try:
+        app(args=argv, prog_name="provenir", standalone_mode=False)
+    except ProvenirError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            err_console().print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console().print("[red]aborted[/]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,470 @@
+"""Run configuration: strict pydantic models, parsed once at the edge (CLI, API, YAML).
+
+Every model forbids unknown keys. :meth:`RunConfig.from_yaml` loads YAML with ``yaml.safe_load``
+semantics and turns any validation failure into one :class:`ConfigError` naming the file, the key
+path, the YAML line, the bad value and what is allowed::
+
+    examples/bad.yaml:7: peft.rank: must be >= 1 (got 0)
+
+Precedence is one chain: field defaults, then the YAML file, then overrides (CLI flags) passed to
+:meth:`RunConfig.from_yaml` as dotted keys.
+
+``config_hash`` (see :func:`semantic_config`) covers everything that can change what a run
+computes. The fields in :data:`NON_SEMANTIC_FIELDS` are excluded: where outputs go, what the run
+is called, where metrics are sent, and the data *paths* (the data's content is hashed separately
+into ``dataset_hash``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from provenir.core.errors import ConfigError
+
+BACKENDS: tuple[str, ...] = ("stub", "trl")
+STRATEGIES: tuple[str, ...] = ("none", "ddp", "fsdp", "deepspeed")
+OBSERVABILITY_BACKENDS: tuple[str, ...] = ("none", "wandb", "mlflow", "tensorboard")
+LR_SCHEDULERS: tuple[str, ...] = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+)
+TRAINING_METHODS: tuple[str, ...] = ("sft", "dpo")
+
+#: Dotted key paths left out of ``config_hash``: they change where results go or how the run is
+#: named and watched, never what it computes. Data paths are excluded because the data's content is
+#: hashed into ``dataset_hash``.
+NON_SEMANTIC_FIELDS: tuple[str, ...] = (
+    "name",
+    "output_dir",
+    "storage_root",
+    "observability_backend",
+    "observability_project",
+    "data.train_path",
+    "data.eval_path",
+)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PEFTConfig(_Strict):
+    """LoRA adapter settings (QLoRA with ``load_in_4bit``/``load_in_8bit``, rsLoRA scaling)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: list[str] = ["q_proj", "v_proj"]
+    dropout: float = 0.05
+    load_in_4bit: bool = False  # QLoRA
+    load_in_8bit: bool = False
+    use_rslora: bool = False  # rank-stabilised scaling
+
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError("must be in [0, 1)")
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        if not v or any(not m.strip() for m in v):
+            raise ValueError("must name at least one module (e.g. [q_proj, v_proj] or [all-linear])")
+        return v
+
+    @field_validator("load_in_8bit")
+    @classmethod
+    def _one_quantisation(cls, v: bool, info: Any) -> bool:
+        if v and info.data.get("load_in_4bit"):
+            raise ValueError("load_in_4bit and load_in_8bit are exclusive; set only one")
+        return v
+
+
+class DistributedConfig(_Strict):
+    """How training is spread over Ray Train workers (``none`` trains in process)."""
+
+    strategy: str = "none"  # "fsdp" | "deepspeed" | "ddp" | "none"
+    num_gpus: int = 1
+    num_nodes: int = 1
+    deepspeed_stage: int = 2  # 1 | 2 | 3
+    use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+    max_failures: int = 0  # worker-group restarts from the latest checkpoint
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        return _one_of(v, STRATEGIES, "strategy")
+
+    @field_validator("num_gpus", "num_nodes")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("deepspeed_stage")
+    @classmethod
+    def _stage(cls, v: int) -> int:
+        if v not in (1, 2, 3):
+            raise ValueError("must be 1, 2 or 3 (the ZeRO stage)")
+        return v
+
+    @field_validator("max_failures")
+    @classmethod
+    def _failures(cls, v: int) -> int:
+        if v < -1:
+            raise ValueError("must be >= 0, or -1 for unlimited restarts")
+        return v
+
+    @property
+    def num_workers(self) -> int:
+        """Ray Train workers: one per GPU on every node."""
+        return self.num_gpus * self.num_nodes
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how records become text.
+
+    ``fields`` maps the canonical names a template reads (``instruction``, ``input``, ``output``,
+    ``system``, ``messages``, ``text``, ``prompt``, ``chosen``, ``rejected``) to the names the
+    records use, e.g. ``{instruction: question, output: answer}``.
+    """
+
+    train_path: str | None = None
+    eval_path: str | None = None
+    template: str = "alpaca"
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a template (e.g. alpaca, chatml, llama3)")
+        return v
+
+
+class TrainingConfig(_Strict):
+    """Optimisation hyper-parameters (the usual transformers/TRL meanings)."""
+
+    method: str = "sft"  # "sft" | "dpo"
+    learning_rate: float = 2e-4
+    num_epochs: float = 1.0
+    gradient_accumulation_steps: int = 1
+    max_seq_length: int = 512
+    warmup_steps: int = 0
+    lr_scheduler: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    completion_only_loss: bool = True
+    dpo_beta: float = 0.1
+    logging_steps: int = 10
+    save_steps: int = 0  # 0: checkpoint only at the end
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        return _one_of(v, TRAINING_METHODS, "training method")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _scheduler(cls, v: str) -> str:
+        return _one_of(v, LR_SCHEDULERS, "lr_scheduler")
+
+    @field_validator("learning_rate", "num_epochs", "dpo_beta")
+    @classmethod
+    def _gt_zero(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("gradient_accumulation_steps", "max_seq_length", "logging_steps")
+    @classmethod
+    def _ge_one(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("warmup_steps", "save_steps")
+    @classmethod
+    def _ge_zero_int(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("weight_decay", "max_grad_norm")
+    @classmethod
+    def _ge_zero(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+
+class RunConfig(_Strict):
+    """Everything one run needs. Load from YAML with :meth:`from_yaml`.
+
+    Example:
+        >>> cfg = RunConfig(name="demo", peft=PEFTConfig(rank=4))
+        >>> cfg.backend, cfg.peft.rank
+        ('stub', 4)
+    """
+
+    name: str
+    backend: str = "stub"  # "trl" | "stub"
+    seed: int = 42
+    deterministic: bool = True
+    output_dir: str = "artifacts"
+    model_name_or_path: str | None = None
+    max_steps: int = 1000
+    batch_size: int = 8
+    peft: PEFTConfig | None = None
+    distributed: DistributedConfig | None = None
+    observability_backend: str = "none"  # "wandb" | "mlflow" | "tensorboard" | "none"
+    observability_project: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    storage_root: str | None = None  # artifact store root (path or fsspec URI); default output_dir
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        return _one_of(v, BACKENDS, "backend")
+
+    @field_validator("observability_backend")
+    @classmethod
+    def _observability(cls, v: str) -> str:
+        return _one_of(v, OBSERVABILITY_BACKENDS, "observability_backend")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if not 0 <= v < 2**32:
+            raise ValueError("must be in [0, 2**32)")
+        return v
+
+    @field_validator("max_steps", "batch_size")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @property
+    def store_root(self) -> str:
+        """Root of the artifact store: ``storage_root`` if set, else ``output_dir``."""
+        return self.storage_root or self.output_dir
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """Load and validate a YAML config.
+
+        Relative data paths (``data.train_path``, ``data.eval_path``) and a relative
+        ``model_name_or_path`` that exists beside the file are resolved against the file's folder,
+        so a config runs the same from any working directory.
+
+        Args:
+            path: the YAML file.
+            overrides: dotted keys applied over the file's values (``{"peft.rank": 16}``).
+
+        Raises:
+            ConfigError: naming the file, the key path, the YAML line and the fix.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        if raw is None:
+            raise ConfigError(f"{path}: config file is empty; it needs at least `name:`")
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"{path}:1: the top level must be a mapping of keys (name:, backend:, …), "
+                f"got a {type(raw).__name__}"
+            )
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(raw, dotted, value)
+        lines = _key_lines(text)
+        try:
+            config = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc, path, lines, raw)) from None
+        return _resolve_relative_paths(config, path.parent)
+
+    def to_yaml(self) -> str:
+        """The config as YAML (every field, defaults included), stable key order."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True, allow_unicode=True)
+
+
+def semantic_config(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that ``config_hash`` covers (see :data:`NON_SEMANTIC_FIELDS`)."""
+    data = config.model_dump(mode="json") if isinstance(config, RunConfig) else dict(config)
+    data = _deep_copy(data)
+    for dotted in NON_SEMANTIC_FIELDS:
+        parts = dotted.split(".")
+        node: Any = data
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return data
+
+
+def config_hash(config: RunConfig | dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of :func:`semantic_config`."""
+    from provenir.core.hashing import sha256_json
+
+    if isinstance(config, dict):
+        config = RunConfig.model_validate(config)  # fill defaults so equal configs hash equal
+    return sha256_json(semantic_config(config))
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _resolve_relative_paths(config: RunConfig, base: Path) -> RunConfig:
+    data = config.data
+    updates: dict[str, Any] = {}
+    for key in ("train_path", "eval_path"):
+        value = getattr(data, key)
+        if value and "://" not in value and not Path(value).is_absolute():
+            updates[key] = str((base / value).resolve())
+    if updates:
+        config = config.model_copy(update={"data": data.model_copy(update=updates)})
+    model = config.model_name_or_path
+    if model and "://" not in model and not Path(model).is_absolute() and (base / model).exists():
+        config = config.model_copy(update={"model_name_or_path": str((base / model).resolve())})
+    return config
+
+
+def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key path in a YAML document to the (1-based) line where it appears."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: Any, prefix: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[prefix + (key,)] = key_node.start_mark.line + 1
+                walk(value_node, prefix + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[prefix + (index,)] = item.start_mark.line + 1
+                walk(item, prefix + (index,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return None
+    return sorted(current.model_fields)
+
+
+def _format_validation(
+    exc: ValidationError, path: Path, lines: dict[tuple[Any, ...], int], raw: dict[str, Any]
+) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if isinstance(part, (str, int)))
+        line = None
+        for cut in range(len(loc), 0, -1):
+            line = lines.get(loc[:cut])
+            if line is not None:
+                break
+        where = f"{path}:{line}" if line else str(path)
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(RunConfig, loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            messages.append(f"{where}: {key}: unknown key{hint}")
+            continue
+        if error["type"] == "missing":
+            messages.append(f"{where}: {key}: required key is missing")
+            continue
+        msg = error["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        messages.append(f"{where}: {key}: {msg} (got {error.get('input')!r})")
+    return "\n".join(messages)

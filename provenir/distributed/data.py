@@ -1,0 +1,251 @@
+"""Ray Data plumbing shared by every distributed pipeline (governance, curation, generation).
+
+Records travel through Ray Data as rows ``{"file", "line", "json", "error"}``: the record's JSON
+text, where it came from, and a parse error (``None`` when the line is a valid JSON object). Keeping
+the record as JSON text avoids Arrow schema unification across heterogeneous records (single-turn
+next to multi-turn, nested objects); each op parses its batch, does its work, and serialises again.
+Malformed lines never crash a pipeline: they arrive with ``error`` set, naming file and line.
+
+JSONL files are split into byte-range shards aligned to line ends, planned on the driver with a
+seek and one ``readline`` per cut (no record passes through the driver). Line numbers are exact:
+a first distributed pass counts each shard's newlines and the driver adds up one integer per shard.
+Parquet files are read with Ray's own reader and converted to the same row shape.
+
+The domain ops stay pure functions over a batch; :func:`map_records` maps them (or a class holding
+a loaded model, on an actor pool) over the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ray.data
+
+DEFAULT_SHARD_BYTES = 16 << 20
+ROW_COLUMNS = ("file", "line", "json", "error")
+
+
+def _fs_and_path(path: str) -> tuple[Any, str]:
+    import fsspec
+
+    fs, resolved = fsspec.core.url_to_fs(path)
+    return fs, resolved
+
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Expand folders (their ``*.jsonl``, ``*.json``, ``*.parquet`` files, sorted) and globs."""
+    from provenir.core.errors import DataError
+
+    out: list[str] = []
+    for path in paths:
+        fs, resolved = _fs_and_path(str(path))
+        protocol = str(path).split("://", 1)[0] + "://" if "://" in str(path) else ""
+        if any(ch in resolved for ch in "*?["):
+            matches = sorted(fs.glob(resolved))
+        elif fs.isdir(resolved):
+            matches = sorted(
+                p for p in fs.find(resolved)
+                if p.endswith((".jsonl", ".json", ".jsonl.gz", ".parquet"))
+            )
+        elif fs.exists(resolved):
+            matches = [resolved]
+        else:
+            raise DataError(f"{path}: file not found")
+        if not matches:
+            raise DataError(f"{path}: no .jsonl or .parquet files found")
+        for match in matches:
+            if protocol and protocol != "file://" and "://" not in match:
+                match = protocol + match.lstrip("/") if protocol == "memory://" else protocol + match
+            out.append(match)
+    return out
+
+
+def plan_shards(path: str, shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[dict[str, Any]]:
+    """Byte ranges ``[start, end)`` of ``path``, each starting at the beginning of a line."""
+    fs, resolved = _fs_and_path(path)
+    size = fs.size(resolved)
+    if size == 0:
+        return []
+    cuts = [0]
+    with fs.open(resolved, "rb") as handle:
+        position = shard_bytes
+        while position < size:
+            handle.seek(position)
+            handle.readline()
+            cut = handle.tell()
+            if cut >= size:
+                break
+            if cut > cuts[-1]:
+                cuts.append(cut)
+            position = cut + shard_bytes
+    cuts.append(size)
+    return [{"file": path, "start": a, "end": b} for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _read_range(path: str, start: int, end: int) -> bytes:
+    fs, resolved = _fs_and_path(path)
+    with fs.open(resolved, "rb") as handle:
+        handle.seek(start)
+        return handle.read(end - start)
+
+
+def _count_newlines(row: dict[str, Any]) -> dict[str, Any]:
+    row["newlines"] = _read_range(row["file"], row["start"], row["end"]).count(b"\n")
+    return row
+
+
+def parse_line(raw: bytes, file: str, line: int) -> dict[str, Any] | None:
+    """One JSONL line → a row (``None`` for a blank line). Never raises."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return {"file": file, "line": line, "json": None,
+                "error": f"{file}:{line}: invalid UTF-8 at column {exc.start + 1}"}
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {"file": file, "line": line, "json": None,
+                "error": f"{file}:{line}: invalid JSON at column {exc.colno}: {exc.msg}"}
+    except RecursionError:
+        return {"file": file, "line": line, "json": None,
+                "error": f"{file}:{line}: JSON nested too deeply"}
+    if not isinstance(value, dict):
+        return {"file": file, "line": line, "json": None,
+                "error": f"{file}:{line}: expected a JSON object, got {type(value).__name__}"}
+    return {"file": file, "line": line, "json": text, "error": None}
+
+
+def _read_shard(shard: dict[str, Any]) -> list[dict[str, Any]]:
+    data = _read_range(shard["file"], shard["start"], shard["end"])
+    rows = []
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for offset, raw in enumerate(lines):
+        row = parse_line(raw, shard["file"], shard["first_line"] + offset)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def read_jsonl(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES) -> ray.data.Dataset:
+    """A Ray Dataset of rows ``{"file", "line", "json", "error"}`` over JSONL files."""
+    import ray.data
+
+    shards = [s for path in expand_paths(paths) for s in plan_shards(path, shard_bytes)]
+    if not shards:
+        return ray.data.from_items([{"file": "", "line": 0, "json": None, "error": None}]).filter(
+            lambda _row: False
+        )
+    counted = ray.data.from_items(shards, override_num_blocks=len(shards)).map(_count_newlines)
+    counts = {(r["file"], r["start"]): r["newlines"] for r in counted.take_all()}
+    first_line: dict[str, int] = {}
+    for shard in shards:
+        line = first_line.setdefault(shard["file"], 1)
+        shard["first_line"] = line
+        first_line[shard["file"]] = line + counts[(shard["file"], shard["start"])]
+    return ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(_read_shard)
+
+
+def read_parquet(paths: Iterable[str]) -> ray.data.Dataset:
+    """A Ray Dataset of the same row shape over Parquet files (``line`` = 1-based row number)."""
+    import ray.data
+
+    files = expand_paths(paths)
+    ds = ray.data.read_parquet(files, include_paths=True)
+
+    def to_rows(batch: Any) -> dict[str, list[Any]]:
+        records = batch.to_pylist()
+        out: dict[str, list[Any]] = {c: [] for c in ROW_COLUMNS}
+        for index, record in enumerate(records):
+            path = record.pop("path", "")
+            out["file"].append(path)
+            out["line"].append(index + 1)
+            out["json"].append(json.dumps(record, ensure_ascii=False, default=str))
+            out["error"].append(None)
+        return out
+
+    return ds.map_batches(to_rows, batch_format="pyarrow", batch_size=None)
+
+
+def read_records(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES) -> ray.data.Dataset:
+    """JSONL or Parquet, by file suffix (all paths must be of one kind)."""
+    from provenir.core.errors import DataError
+
+    files = expand_paths(paths)
+    kinds = {"parquet" if f.endswith(".parquet") else "jsonl" for f in files}
+    if len(kinds) > 1:
+        raise DataError("mix of Parquet and JSONL inputs; run them separately")
+    if kinds == {"parquet"}:
+        return read_parquet(files)
+    return read_jsonl(files, shard_bytes=shard_bytes)
+
+
+def map_records(
+    ds: ray.data.Dataset,
+    fn: Callable[..., Any] | type,
+    *,
+    batch_size: int = 1024,
+    actors: int | None = None,
+    num_cpus: float | None = None,
+    fn_constructor_kwargs: dict[str, Any] | None = None,
+    fn_kwargs: dict[str, Any] | None = None,
+) -> ray.data.Dataset:
+    """Map a batch op over the rows (``batch_format="numpy"``: a dict of column arrays).
+
+    A function runs as Ray tasks; a class (constructed once per actor, e.g. holding a model) runs on
+    an actor pool of ``actors`` workers.
+    """
+    from ray.data import ActorPoolStrategy
+
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "batch_format": "numpy"}
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    if fn_kwargs:
+        kwargs["fn_kwargs"] = fn_kwargs
+    if isinstance(fn, type):
+        kwargs["compute"] = ActorPoolStrategy(size=actors or 1)
+        if fn_constructor_kwargs:
+            kwargs["fn_constructor_kwargs"] = fn_constructor_kwargs
+    return ds.map_batches(fn, **kwargs)
+
+
+def _jsonl_datasink(path: str, column: str) -> Any:
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    class JsonlDatasink(BlockBasedFileDatasink):
+        """Writes one JSON text per line from ``column`` (rows where it is null are skipped)."""
+
+        def __init__(self) -> None:
+            super().__init__(path, file_format="jsonl")
+
+        def write_block_to_file(self, block: Any, file: Any) -> None:
+            values = block.to_arrow().column(column).to_pylist()
+            file.write("".join(f"{v}\n" for v in values if v is not None).encode("utf-8"))
+
+    return JsonlDatasink()
+
+
+def write_jsonl(ds: ray.data.Dataset, out_dir: str, column: str = "json") -> list[str]:
+    """Write ``column`` of every row as JSONL part files under ``out_dir``; return them, sorted."""
+    ds.write_datasink(_jsonl_datasink(out_dir, column))
+    fs, resolved = _fs_and_path(out_dir)
+    parts = sorted(p for p in fs.find(resolved) if p.endswith(".jsonl"))
+    return [posixpath.join(out_dir, posixpath.relpath(p, resolved)) for p in parts]
+
+
+def set_preserve_order(enabled: bool = True) -> None:
+    """Keep output rows in input order (the masked file lines up with the source file)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = enabled

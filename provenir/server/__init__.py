@@ -1,0 +1,1 @@
+"""provenir.server."""
