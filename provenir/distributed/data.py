@@ -236,10 +236,36 @@ def _jsonl_datasink(path: str, column: str) -> Any:
     return JsonlDatasink()
 
 
-def write_jsonl(ds: ray.data.Dataset, out_dir: str, column: str = "json") -> list[str]:
-    """Write ``column`` of every row as JSONL part files under ``out_dir``; return them, sorted."""
-    ds.write_datasink(_jsonl_datasink(out_dir, column))
+def write_jsonl(
+    ds: ray.data.Dataset, out_dir: str, column: str = "json", *, overwrite: bool = False
+) -> list[str]:
+    """Write ``column`` of every row as JSONL part files under ``out_dir``; return them, sorted.
+
+    On local disk the parts are written into a temporary sibling folder that is renamed to
+    ``out_dir`` only when every part is complete, so a failed run leaves no half-written output.
+    An existing ``out_dir`` is refused unless ``overwrite``.
+    """
+    import shutil
+    import uuid
+
+    from provenir.core.errors import DataError
+
     fs, resolved = _fs_and_path(out_dir)
+    if fs.exists(resolved):
+        if not overwrite:
+            raise DataError(f"{out_dir}: output already exists; remove it or pass overwrite")
+        fs.rm(resolved, recursive=True)
+    local = "://" not in out_dir or out_dir.startswith("file://")
+    target = out_dir.rstrip("/") + f".tmp-{uuid.uuid4().hex[:8]}" if local else out_dir
+    try:
+        ds.write_datasink(_jsonl_datasink(target, column))
+        if local:
+            fs.makedirs(target, exist_ok=True)  # an empty dataset writes no part
+            fs.mv(_fs_and_path(target)[1], resolved, recursive=True)
+    except BaseException:
+        if local:
+            shutil.rmtree(_fs_and_path(target)[1], ignore_errors=True)
+        raise
     parts = sorted(p for p in fs.find(resolved) if p.endswith(".jsonl"))
     return [posixpath.join(out_dir, posixpath.relpath(p, resolved)) for p in parts]
 
