@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     from provenir.core.errors import ProvenirError
 
     try:
-        app(args=argv, prog_name="provenir", standalone_mode=False)
+        # outside standalone mode click returns a command's exit code instead of exiting
+        rc = app(args=argv, prog_name="provenir", standalone_mode=False)
     except ProvenirError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             err_console().print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -73,7 +73,9 @@ def run(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set peft.rank=16."),
     parent: list[str] = typer.Option([], "--parent", help="Parent run id (recorded as provenance)."),
-    store: Optional[str] = StoreOption,
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Artifact store root (default: the config's storage_root or output_dir)."
+    ),
     json_out: bool = JsonOption,
 ) -> None:
     """Run the job a config describes end to end; print its manifest and verification."""
@@ -173,10 +175,14 @@ def manifest_verify(
     json_out: bool = JsonOption,
 ) -> None:
     """Recompute config, dataset and artifact hashes; exit 1 naming any mismatch."""
+    from provenir.core.errors import StoreError
     from provenir.core.run import verify_run
     from provenir.core.store import ArtifactStore, validate_run_id
 
-    report = verify_run(ArtifactStore(store_root(store)), validate_run_id(run_id))
+    st = ArtifactStore(store_root(store))
+    if not st.exists(validate_run_id(run_id)):
+        raise StoreError(f"run {run_id!r} not found under {st.runs_dir()}")
+    report = verify_run(st, run_id)
     if json_out:
         print_json(report.to_dict())
     else:
