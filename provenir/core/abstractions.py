@@ -170,6 +170,13 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
     return value or None
 
 
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
 _ENV_PACKAGES = ("torch", "transformers", "trl", "peft", "ray", "accelerate", "datasets", "pydantic")
 
 
@@ -191,6 +198,7 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
         "packages": packages,
     }
     torch = sys.modules.get("torch")  # only report CUDA when torch is already loaded

@@ -37,6 +37,10 @@ LR_SCHEDULERS: tuple[str, ...] = (
     "constant_with_warmup",
 )
 TRAINING_METHODS: tuple[str, ...] = ("sft", "dpo")
+PII_ACTIONS: tuple[str, ...] = ("off", "scan", "mask")
+PII_REPLACEMENTS: tuple[str, ...] = ("placeholder", "pseudonym")
+SECRET_ACTIONS: tuple[str, ...] = ("off", "warn", "block")
+DECONTAMINATION_MODES: tuple[str, ...] = ("off", "ngram", "semantic")
 
 #: Dotted key paths left out of ``config_hash``: they change where results go or how the run is
 #: named and watched, never what it computes. Data paths are excluded because the data's content is
@@ -49,6 +53,8 @@ NON_SEMANTIC_FIELDS: tuple[str, ...] = (
     "observability_project",
     "data.train_path",
     "data.eval_path",
+    "governance.audit",
+    "governance.audit_dir",
 )
 
 
@@ -172,6 +178,68 @@ class DataConfig(_Strict):
         return v
 
 
+class GovernanceConfig(_Strict):
+    """What the main job does with personal data and secrets before training.
+
+    ``pii``: ``mask`` (default) replaces each finding, ``scan`` only reports, ``off`` skips.
+    ``secrets``: ``block`` (default) stops the run when a live secret is found, ``warn`` reports.
+    Every decision is written to the audit log (``audit_dir``, default ``<store root>/audit``).
+    """
+
+    pii: str = "mask"
+    pii_replacement: str = "placeholder"  # or "pseudonym": same value, same salted token
+    secrets: str = "block"
+    audit: bool = True
+    audit_dir: str | None = None
+
+    @field_validator("pii")
+    @classmethod
+    def _pii(cls, v: str) -> str:
+        return _one_of(v, PII_ACTIONS, "pii action")
+
+    @field_validator("pii_replacement")
+    @classmethod
+    def _replacement(cls, v: str) -> str:
+        return _one_of(v, PII_REPLACEMENTS, "pii_replacement")
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: str) -> str:
+        return _one_of(v, SECRET_ACTIONS, "secrets action")
+
+
+class CurationConfig(_Strict):
+    """Quality filtering and decontamination of the training set before training.
+
+    ``quality_threshold``: drop records whose quality score is below it (``null``: keep all).
+    ``decontamination``: against ``data.eval_path`` — ``ngram`` (13-gram overlap, default),
+    ``semantic`` (n-grams, then embedding similarity at ``decontamination_threshold``), or ``off``.
+    """
+
+    quality_threshold: float | None = None
+    decontamination: str = "ngram"
+    decontamination_threshold: float = 0.90
+
+    @field_validator("quality_threshold")
+    @classmethod
+    def _quality(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError("must be in [0, 1] (or null to keep every record)")
+        return v
+
+    @field_validator("decontamination")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        return _one_of(v, DECONTAMINATION_MODES, "decontamination mode")
+
+    @field_validator("decontamination_threshold")
+    @classmethod
+    def _threshold(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError("must be in (0, 1]")
+        return v
+
+
 class TrainingConfig(_Strict):
     """Optimisation hyper-parameters (the usual transformers/TRL meanings)."""
 
@@ -251,6 +319,8 @@ class RunConfig(_Strict):
     observability_project: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    curation: CurationConfig = Field(default_factory=CurationConfig)
     storage_root: str | None = None  # artifact store root (path or fsspec URI); default output_dir
 
     @field_validator("name")
