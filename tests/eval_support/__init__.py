@@ -1,0 +1,1 @@
+"""Test support for provenir.eval: loopback vendor servers and worker scripts."""
