@@ -8,6 +8,7 @@ from provenir.core.errors import (
     DataError,
     DependencyError,
     ManifestError,
+    NotFoundError,
     ProvenirError,
     StoreError,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "DataError",
     "DependencyError",
     "ManifestError",
+    "NotFoundError",
     "ProvenirError",
     "StoreError",
     "__version__",

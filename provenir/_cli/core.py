@@ -175,13 +175,13 @@ def manifest_verify(
     json_out: bool = JsonOption,
 ) -> None:
     """Recompute config, dataset and artifact hashes; exit 1 naming any mismatch."""
-    from provenir.core.errors import StoreError
+    from provenir.core.errors import NotFoundError
     from provenir.core.run import verify_run
     from provenir.core.store import ArtifactStore, validate_run_id
 
     st = ArtifactStore(store_root(store))
     if not st.exists(validate_run_id(run_id)):
-        raise StoreError(f"run {run_id!r} not found under {st.runs_dir()}")
+        raise NotFoundError(f"run {run_id!r} not found under {st.runs_dir()}")
     report = verify_run(st, run_id)
     if json_out:
         print_json(report.to_dict())

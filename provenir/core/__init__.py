@@ -7,6 +7,7 @@ from provenir.core.errors import (
     DataError,
     DependencyError,
     ManifestError,
+    NotFoundError,
     ProvenirError,
     StoreError,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "DependencyError",
     "DistributedConfig",
     "ManifestError",
+    "NotFoundError",
     "PEFTConfig",
     "ProvenirError",
     "RunConfig",

@@ -29,6 +29,10 @@ class StoreError(ProvenirError):
     """The artifact store cannot find or write what was asked (bad run id, missing run)."""
 
 
+class NotFoundError(StoreError):
+    """A run, manifest or stored file that was asked for does not exist."""
+
+
 class DependencyError(ProvenirError):
     """An optional dependency is missing; the message names the extra to install."""
 

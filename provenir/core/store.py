@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from provenir.core.abstractions import RunManifest
-from provenir.core.errors import ManifestError, StoreError
+from provenir.core.errors import ManifestError, NotFoundError, StoreError
 from provenir.core.hashing import sha256_bytes
 from provenir.core.io import atomic_write_bytes
 
@@ -174,7 +174,7 @@ class ArtifactStore:
         try:
             return self._fs.read(target)
         except FileNotFoundError:
-            raise StoreError(f"{target}: not found in the store") from None
+            raise NotFoundError(f"{target}: not found in the store") from None
 
     def read_text(self, run_id: str, relpath: str) -> str:
         return self.read_bytes(run_id, relpath).decode("utf-8")
@@ -200,7 +200,7 @@ class ArtifactStore:
     def list_files(self, run_id: str) -> list[str]:
         """Every file of the run, relative to its folder, sorted (temp files excluded)."""
         if not self.exists(run_id):
-            raise StoreError(f"run {run_id!r} not found under {self.runs_dir()}")
+            raise NotFoundError(f"run {run_id!r} not found under {self.runs_dir()}")
         return list(self._fs.walk_files(self.run_dir(run_id)))
 
     def hash_artifacts(self, run_id: str, exclude: tuple[str, ...] = (MANIFEST_NAME,)) -> dict[str, str]:
@@ -224,7 +224,7 @@ class ArtifactStore:
 
     def load_manifest(self, run_id: str) -> RunManifest:
         if not self.exists(run_id, MANIFEST_NAME):
-            raise StoreError(f"run {run_id!r} has no manifest under {self.runs_dir()}")
+            raise NotFoundError(f"run {run_id!r} has no manifest under {self.runs_dir()}")
         manifest = RunManifest.loads(
             self.read_text(run_id, MANIFEST_NAME), source=self.path(run_id, MANIFEST_NAME)
         )

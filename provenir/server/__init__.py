@@ -1,1 +1,1 @@
-"""provenir.server."""
+"""The REST API (FastAPI) and its Ray Serve deployment."""
