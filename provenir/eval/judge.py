@@ -458,7 +458,7 @@ class _APIJudge:
         max_retries: int = 4,
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
-        temperature: float = 0.0,
+        temperature: float | None = None,
         max_tokens: int = 512,
         both_orders: bool = True,
         client: Any = None,
@@ -477,7 +477,7 @@ class _APIJudge:
         self.max_retries = int(max_retries)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
-        self.temperature = float(temperature)
+        self.temperature = None if temperature is None else float(temperature)
         self.max_tokens = int(max_tokens)
         self.both_orders = both_orders
         self._client = client
@@ -604,6 +604,7 @@ class AnthropicJudge(_APIJudge):
         model: e.g. ``"claude-haiku-4-5-20251001"``.
         api_key: defaults to ``ANTHROPIC_API_KEY``.
         base_url: another endpoint (a proxy, or a test server).
+        temperature: sent only when given (current Messages API versions take none).
         timeout: seconds per request; max_retries: retries after the first attempt (429/5xx/time-out);
         backoff_base / backoff_max: exponential back-off in seconds; both_orders: position-bias control.
     """
@@ -622,12 +623,15 @@ class AnthropicJudge(_APIJudge):
         return self._client
 
     def _complete(self, system: str, user: str) -> str:
+        # Current Messages API versions take no sampling parameters; an explicit temperature is
+        # passed through for endpoints (proxies, older versions) that still accept one.
+        extra = {"extra_body": {"temperature": self.temperature}} if self.temperature is not None else {}
         message = self._get_client().messages.create(
             model=self.model,
             max_tokens=self.max_tokens,
-            temperature=self.temperature,
             system=system,
             messages=[{"role": "user", "content": user}],
+            **extra,
         )
         return "".join(getattr(block, "text", "") for block in message.content if getattr(block, "type", "") == "text")
 
@@ -646,8 +650,8 @@ class OpenAIJudge(_APIJudge):
     _module_name = "openai"
     _extra = "judge-openai"
 
-    def __init__(self, model: str, *, json_mode: bool = True, **kwargs: Any):
-        super().__init__(model, **kwargs)
+    def __init__(self, model: str, *, json_mode: bool = True, temperature: float | None = 0.0, **kwargs: Any):
+        super().__init__(model, temperature=temperature, **kwargs)
         self.json_mode = json_mode
 
     def _get_client(self) -> Any:
@@ -664,8 +668,8 @@ class OpenAIJudge(_APIJudge):
         completion = self._get_client().chat.completions.create(
             model=self.model,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            temperature=self.temperature,
             max_tokens=self.max_tokens,
+            **({"temperature": self.temperature} if self.temperature is not None else {}),
             **extra,
         )
         if not completion.choices:
