@@ -1,0 +1,454 @@
+"""Ray Train hosting: run a training loop on a ``TorchTrainer`` worker group.
+
+``distributed`` never imports ``provenir.train``: the training loop is a callable (a top-level
+function, so Ray can pickle it) that each worker runs with ``loop_config``. The loop builds its own
+``transformers``/TRL trainer and adds :func:`ray_report_callback` to it; on a restart it resumes
+from :func:`resume_checkpoint_dir`.
+
+What makes a restart bit-identical to an uninterrupted run:
+
+* every checkpoint carries the adapter, optimizer, scheduler, trainer state (the data position) and
+  **each rank's** RNG state (``rng_state_<rank>.pth``); the callback has every rank upload the
+  files it wrote itself, so workers on other nodes contribute their RNG files too, and no two
+  workers copy the same file;
+* the callback reports *exactly* the folder of the step being saved (never "the newest folder in
+  ``output_dir``", which after a restart can be a stale one from the failed attempt), after a
+  barrier, so no copy races a write;
+* the loop resumes with ``trainer.train(resume_from_checkpoint=resume_checkpoint_dir())``, which
+  restores all of the above and skips the batches already seen.
+
+Example (the loop runs on every worker)::
+
+    def loop(config):
+        trainer = build_my_trainer(config, callbacks=[ray_report_callback()],
+                                   **strategy_training_args("ddp", 2, use_gpu=False))
+        trainer.train(resume_from_checkpoint=resume_checkpoint_dir())
+
+    result = launch(loop, {"seed": 0}, num_workers=2, use_gpu=False,
+                    storage_path="/data/runs", name="run-123", max_failures=2)
+    result.checkpoint_path   # local folder of the last reported checkpoint
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provenir.core.config import STRATEGIES
+from provenir.core.errors import ConfigError
+from provenir.distributed.cluster import connect, run_on_cluster
+
+if TYPE_CHECKING:
+    import transformers
+
+#: Strategies that run on a Ray Train worker group (``none`` trains in process).
+LAUNCH_STRATEGIES: tuple[str, ...] = tuple(s for s in STRATEGIES if s != "none")
+
+#: Checkpoint folder names as the HF Trainer writes them and as they are reported to Ray.
+CHECKPOINT_PREFIX = "checkpoint-"
+
+# Files inside a checkpoint folder that belong to one data-parallel rank: HF's per-rank RNG state,
+# DeepSpeed ZeRO partitions, FSDP sharded (distcp) state. Everything else is written by rank 0.
+_RANK_FILE_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"(?:^|/)rng_state_(\d+)\.pth$"),
+    re.compile(r"(?:^|/)(?:bf16_|fp16_)?zero_pp_rank_(\d+)_"),
+    re.compile(r"(?:^|/)__(\d+)_\d+\.distcp$"),
+)
+
+
+@dataclass
+class LaunchResult:
+    """What a :func:`launch` returns.
+
+    Attributes:
+        checkpoint_path: a local folder holding the last reported checkpoint (downloaded when the
+            storage is remote), or ``None`` when none was reported.
+        metrics: the metrics rank 0 reported with the last checkpoint (or last report).
+        error: the exception that ended the run, or ``None`` when it finished.
+        storage_uri: where the run's checkpoints live (``storage_path/name``).
+    """
+
+    checkpoint_path: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+    storage_uri: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def launch(
+    train_loop: Callable[[dict[str, Any]], Any],
+    loop_config: dict[str, Any],
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    storage_path: str,
+    name: str,
+    max_failures: int = 0,
+    strategy: str = "ddp",
+    address: str | None = None,
+    resources_per_worker: dict[str, float] | None = None,
+    num_to_keep: int | None = None,
+    download_to: str | None = None,
+) -> LaunchResult:
+    """Run ``train_loop(loop_config)`` on every worker of a Ray Train ``TorchTrainer``.
+
+    A run is identified by ``storage_path/name``: launching again with the same pair continues
+    from the latest checkpoint registered there (Ray Train restores its checkpoint snapshot), which
+    is what ``provenir train --resume RUN_ID`` does. ``max_failures`` restarts a failed worker
+    group from the latest checkpoint (``-1``: without limit).
+
+    Args:
+        train_loop: a picklable (top-level) function run on every worker.
+        loop_config: its only argument.
+        num_workers: workers in the group (``num_gpus × num_nodes`` for a GPU run).
+        use_gpu: one GPU per worker, NCCL; otherwise CPU workers over gloo.
+        storage_path: local folder or object-storage URI (``s3://…``, ``gs://…``) for checkpoints.
+        name: the run's folder under ``storage_path``.
+        max_failures: worker-group restarts before the run fails.
+        strategy: ``ddp``, ``fsdp`` or ``deepspeed`` (the loop applies
+            :func:`strategy_training_args`; this picks the process-group backend and checks it).
+        address: a Ray address (``None``: ``RAY_ADDRESS`` or an embedded instance).
+        resources_per_worker: overrides Ray's default (1 CPU, plus 1 GPU with ``use_gpu``).
+        num_to_keep: checkpoints kept in storage (``None``: all).
+        download_to: where to put the final checkpoint when storage is remote (default: a temp dir).
+
+    Raises:
+        ConfigError: an unknown strategy, ``num_workers < 1``, DeepSpeed without GPUs.
+    """
+    _check_launch(strategy, num_workers, use_gpu, max_failures)
+    storage_path = _normalise_storage(storage_path)
+    connect(address)
+    return run_on_cluster(
+        _fit,
+        train_loop,
+        loop_config,
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        storage_path=storage_path,
+        name=name,
+        max_failures=max_failures,
+        resources_per_worker=resources_per_worker,
+        num_to_keep=num_to_keep,
+        download_to=download_to,
+        num_cpus=0.1,
+    )
+
+
+def _check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: int) -> None:
+    if strategy not in LAUNCH_STRATEGIES:
+        raise ConfigError(
+            f"distributed.strategy: {strategy!r} cannot be launched on Ray Train; use one of "
+            f"{', '.join(LAUNCH_STRATEGIES)} (or 'none' to train in process)"
+        )
+    if num_workers < 1:
+        raise ConfigError(f"num_workers: must be >= 1 (got {num_workers})")
+    if max_failures < -1:
+        raise ConfigError(f"distributed.max_failures: must be >= -1 (got {max_failures})")
+    if strategy == "deepspeed" and not use_gpu:
+        raise ConfigError(
+            "distributed.strategy: 'deepspeed' needs GPUs (set distributed.use_gpu: true on a GPU "
+            "cluster), or use 'ddp' to train on CPU workers"
+        )
+
+
+def _normalise_storage(storage_path: str) -> str:
+    if "://" in storage_path:
+        return storage_path.rstrip("/")
+    path = Path(storage_path).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _fit(
+    train_loop: Callable[[dict[str, Any]], Any],
+    loop_config: dict[str, Any],
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    storage_path: str,
+    name: str,
+    max_failures: int,
+    resources_per_worker: dict[str, float] | None,
+    num_to_keep: int | None,
+    download_to: str | None,
+) -> LaunchResult:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+        ),
+    )
+    storage_uri = f"{storage_path}/{name}"
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - TrainingFailedError and friends: report, don't raise
+        return LaunchResult(None, {}, exc, storage_uri)
+    return LaunchResult(
+        _local_copy(result.checkpoint, download_to),
+        dict(result.metrics or {}),
+        result.error,
+        storage_uri,
+    )
+
+
+def _local_copy(checkpoint: Any, download_to: str | None) -> str | None:
+    if checkpoint is None:
+        return None
+    if _is_local(checkpoint):
+        return str(checkpoint.path)
+    target = download_to or tempfile.mkdtemp(prefix="provenir-ckpt-")
+    return str(checkpoint.to_directory(target))
+
+
+def _is_local(checkpoint: Any) -> bool:
+    import pyarrow.fs
+
+    return isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem) and os.path.isdir(
+        checkpoint.path
+    )
+
+
+def in_ray_worker() -> bool:
+    """True inside a Ray Train worker (cheap: False without importing Ray when Ray isn't loaded)."""
+    if "ray" not in sys.modules:
+        return False
+    try:
+        from ray.train.v2._internal.util import _in_ray_train_worker
+
+        return bool(_in_ray_train_worker())
+    except Exception:  # noqa: BLE001 - other Ray layouts: no train worker API
+        return False
+
+
+def resume_checkpoint_dir() -> str | None:
+    """Inside a worker: the local folder of the checkpoint to resume from, or ``None``.
+
+    That is the latest checkpoint registered for this run: after a worker-group restart, or when
+    the run is launched again with the same ``storage_path``/``name``. Remote checkpoints are
+    downloaded to a temporary folder; local ones are read in place.
+    """
+    if not in_ray_worker():
+        return None
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    if _is_local(checkpoint):
+        return str(checkpoint.path)
+    return str(checkpoint.to_directory(tempfile.mkdtemp(prefix="provenir-resume-")))
+
+
+def checkpoint_rank(relative_path: str) -> int | None:
+    """The data-parallel rank a checkpoint file belongs to, or ``None`` for shared files."""
+    for pattern in _RANK_FILE_PATTERNS:
+        match = pattern.search(relative_path.replace(os.sep, "/"))
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def files_for_rank(folder: str | Path, rank: int) -> list[str]:
+    """Relative paths in ``folder`` that ``rank`` uploads: its own rank files; rank 0 also the shared."""
+    folder = Path(folder)
+    chosen = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        owner = checkpoint_rank(rel)
+        if owner == rank or (owner is None and rank == 0):
+            chosen.append(rel)
+    return chosen
+
+
+_CALLBACK_CLASS: type | None = None
+
+
+def ray_report_callback() -> transformers.TrainerCallback:
+    """A ``transformers.TrainerCallback`` that registers each saved checkpoint with Ray Train.
+
+    On every save it waits at a barrier (all ranks have finished writing ``checkpoint-<step>``),
+    then each rank uploads the files of exactly that folder that it owns (rank 0: the shared files
+    and its RNG state; rank k: ``rng_state_k.pth`` and its ZeRO/FSDP shards) under the Ray
+    checkpoint name ``checkpoint-<step>``, with rank 0's logged metrics.
+    """
+    global _CALLBACK_CLASS
+    if _CALLBACK_CLASS is None:
+        _CALLBACK_CLASS = _build_callback_class()
+    return _CALLBACK_CLASS()
+
+
+def _build_callback_class() -> type:
+    from transformers import TrainerCallback
+
+    class RayCheckpointReportCallback(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            import ray.train
+            import torch.distributed as dist
+
+            step = int(state.global_step)
+            folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{step}"
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
+            rank = int(args.process_index)
+            metrics = _flat_metrics(state.log_history)
+            metrics["step"] = step
+            with tempfile.TemporaryDirectory(prefix="provenir-report-") as staging:
+                files = files_for_rank(folder, rank) if folder.is_dir() else []
+                for rel in files:
+                    target = Path(staging) / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(folder / rel, target)
+                checkpoint = ray.train.Checkpoint.from_directory(staging) if files else None
+                ray.train.report(
+                    metrics,
+                    checkpoint=checkpoint,
+                    checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{step:06d}",
+                )
+
+    return RayCheckpointReportCallback
+
+
+def _flat_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            merged[key] = value
+    return merged
+
+
+def strategy_training_args(strategy: str, deepspeed_stage: int = 2, use_gpu: bool = False) -> dict[str, Any]:
+    """Extra ``transformers.TrainingArguments`` (or TRL config) kwargs for a strategy.
+
+    * ``none``: nothing.
+    * ``ddp``: the process-group backend (gloo on CPU, NCCL on GPU); unused-parameter search off
+      (LoRA trains a fixed set of parameters).
+    * ``fsdp``: FSDP2 through accelerate: full sharding (``reshard_after_forward``), transformer
+      block auto-wrap, full state dicts in checkpoints (rank 0 writes them, so resume needs no
+      re-sharding).
+    * ``deepspeed``: the ZeRO config of :func:`deepspeed_config` for ``deepspeed_stage``.
+
+    Transformers 5 deprecates the legacy ``fsdp="full_shard auto_wrap"`` string; ``fsdp=True`` with
+    the same meaning spelled in ``fsdp_config`` is the current form.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"distributed.strategy: unknown {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if strategy == "none":
+        return {}
+    backend = "nccl" if use_gpu else "gloo"
+    args: dict[str, Any] = {"ddp_backend": backend}
+    if strategy == "ddp":
+        args["ddp_find_unused_parameters"] = False
+    elif strategy == "fsdp":
+        args["fsdp"] = True
+        args["fsdp_config"] = fsdp_config()
+    else:
+        args["deepspeed"] = deepspeed_config(deepspeed_stage)
+    return args
+
+
+def fsdp_config(*, cpu_offload: bool = False, activation_checkpointing: bool = False) -> dict[str, Any]:
+    """The ``fsdp_config`` for ``TrainingArguments``: FSDP2, full shard, transformer auto-wrap."""
+    return {
+        "version": 2,
+        "reshard_after_forward": True,  # full_shard
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "state_dict_type": "FULL_STATE_DICT",
+        "cpu_ram_efficient_loading": False,
+        "cpu_offload": cpu_offload,
+        "activation_checkpointing": activation_checkpointing,
+    }
+
+
+def deepspeed_config(
+    stage: int,
+    *,
+    offload: bool = False,
+    bucket_size: int | str = "auto",
+    gradient_clipping: float | str = "auto",
+) -> dict[str, Any]:
+    """A DeepSpeed ZeRO config for the HF integration (``"auto"`` values are filled by the Trainer).
+
+    Args:
+        stage: ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also parameters.
+        offload: put optimizer states (stage ≥ 1) and parameters (stage 3) in CPU memory.
+        bucket_size: reduce/prefetch bucket size in elements (``"auto"``: from the model's hidden size).
+        gradient_clipping: ``"auto"`` follows ``max_grad_norm``.
+
+    Raises:
+        ConfigError: a stage other than 1, 2 or 3.
+    """
+    if stage not in (1, 2, 3):
+        raise ConfigError(f"distributed.deepspeed_stage: must be 1, 2 or 3 (got {stage!r})")
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": bucket_size,
+    }
+    if stage == 2:
+        zero.update(allgather_partitions=True, allgather_bucket_size=int(5e8), reduce_scatter=True)
+    if stage == 3:
+        zero.update(
+            stage3_prefetch_bucket_size=bucket_size,
+            stage3_param_persistence_threshold="auto",
+            stage3_max_live_parameters=int(1e9),
+            stage3_max_reuse_distance=int(1e9),
+            stage3_gather_16bit_weights_on_model_save=True,
+            sub_group_size=int(1e9),
+        )
+    if offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": gradient_clipping,
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "steps_per_print": 2**31 - 1,  # the Trainer logs; keep DeepSpeed quiet
+        "wall_clock_breakdown": False,
+    }
+
+
+__all__ = [
+    "LAUNCH_STRATEGIES",
+    "LaunchResult",
+    "checkpoint_rank",
+    "deepspeed_config",
+    "files_for_rank",
+    "fsdp_config",
+    "in_ray_worker",
+    "launch",
+    "ray_report_callback",
+    "resume_checkpoint_dir",
+    "strategy_training_args",
+]

@@ -1,0 +1,166 @@
+"""Ray Train DDP on 2 CPU workers, for real: determinism, a killed worker, a stopped run resumed.
+
+A tiny Llama with a LoRA adapter (dropout on, so the RNG state matters) trains with the HF
+``Trainer`` under ``launch``. The loop saves every 4 steps through ``ray_report_callback`` and, when
+told, kills rank 1 with ``os._exit`` at a given step on its first attempt only (a marker file in
+storage records that the kill happened).
+
+Four runs, ~20 s each here:
+
+* A: seed 0, uninterrupted — the reference adapter;
+* B: seed 0, rank 1 killed at step 10, ``max_failures=2`` — restarts from the latest checkpoint
+  and must end byte-identical to A;
+* C: seed 0, killed with ``max_failures=0`` — the run stops with an error; launching it again
+  under the same name continues from its checkpoint and must end byte-identical to A;
+* D: seed 1 — must differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
+
+MAX_STEPS = 16
+SAVE_STEPS = 4
+
+
+def _tiny_lora_loop(config: dict) -> None:
+    """The per-worker training loop (top level so Ray can pickle it)."""
+    import tempfile
+
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from provenir.distributed.train import (
+        ray_report_callback,
+        resume_checkpoint_dir,
+        strategy_training_args,
+    )
+
+    seed = config["seed"]
+    transformers.enable_full_determinism(seed)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        )
+    )
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.2, target_modules=["q_proj", "v_proj"])
+    )
+    generator = torch.Generator().manual_seed(1234)  # the same data whatever the seed
+    tokens = torch.randint(3, 96, (48, 16), generator=generator)
+    dataset = [{"input_ids": row, "labels": row.clone()} for row in tokens]
+
+    kill_at = config.get("kill_at")
+    marker = Path(config["marker"]) if config.get("marker") else None
+
+    class _KillRankOne(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if (
+                kill_at is not None
+                and args.process_index == 1
+                and state.global_step == kill_at
+                and marker is not None
+                and not marker.exists()
+            ):
+                marker.write_text("killed")
+                os._exit(1)
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="ddp-test-"),  # per worker and attempt: nothing shared
+        max_steps=MAX_STEPS,
+        per_device_train_batch_size=2,
+        learning_rate=5e-3,
+        save_strategy="steps",
+        save_steps=SAVE_STEPS,
+        logging_steps=1,
+        seed=seed,
+        data_seed=seed,
+        full_determinism=True,
+        dataloader_num_workers=0,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        **strategy_training_args("ddp", 2, use_gpu=False),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        callbacks=[ray_report_callback(), _KillRankOne()],
+    )
+    trainer.train(resume_from_checkpoint=resume_checkpoint_dir())
+
+
+def _adapter_sha(checkpoint_path: str | None) -> str:
+    assert checkpoint_path is not None
+    return hashlib.sha256((Path(checkpoint_path) / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def picklable_loop():
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield _tiny_lora_loop
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_ddp_two_workers_deterministic_restart_and_resume(ray_local, picklable_loop, tmp_path):
+    from provenir.distributed.train import launch
+
+    storage = tmp_path / "runs"
+
+    def run(name: str, seed: int, **kwargs):
+        loop_config = {"seed": seed}
+        if "kill_at" in kwargs:
+            loop_config.update(kill_at=kwargs.pop("kill_at"), marker=str(tmp_path / f"{name}.killed"))
+        return launch(
+            picklable_loop, loop_config, num_workers=2, use_gpu=False,
+            storage_path=str(storage), name=name, **kwargs,
+        )
+
+    reference = run("a", 0)
+    assert reference.error is None, reference.error
+    final = Path(reference.checkpoint_path)
+    assert final.name == f"checkpoint-{MAX_STEPS:06d}"
+    assert final.parent == storage / "a"
+    state = json.loads((final / "trainer_state.json").read_text())
+    assert state["global_step"] == MAX_STEPS
+    # every rank's RNG state reached storage, each uploaded by its own worker
+    assert {p.name for p in final.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    assert (final / "optimizer.pt").is_file() and (final / "scheduler.pt").is_file()
+    saved = sorted(p.name for p in (storage / "a").glob("checkpoint-*"))
+    assert saved == [f"checkpoint-{s:06d}" for s in range(SAVE_STEPS, MAX_STEPS + 1, SAVE_STEPS)]
+    assert reference.metrics["step"] == MAX_STEPS
+    assert reference.metrics["loss"] > 0
+    reference_sha = _adapter_sha(reference.checkpoint_path)
+
+    restarted = run("b", 0, kill_at=10, max_failures=2)
+    assert (tmp_path / "b.killed").exists(), "the kill never happened; the test proves nothing"
+    assert restarted.error is None, restarted.error
+    assert _adapter_sha(restarted.checkpoint_path) == reference_sha
+
+    stopped = run("c", 0, kill_at=10, max_failures=0)
+    assert stopped.error is not None
+    assert stopped.checkpoint_path is None
+    registered = sorted(p.name for p in (storage / "c").glob("checkpoint-*"))
+    assert registered and registered[-1] <= "checkpoint-000008"
+    resumed = run("c", 0, kill_at=10)  # marker exists: no second kill
+    assert resumed.error is None, resumed.error
+    assert Path(resumed.checkpoint_path).name == f"checkpoint-{MAX_STEPS:06d}"
+    assert _adapter_sha(resumed.checkpoint_path) == reference_sha
+
+    other_seed = run("d", 1)
+    assert other_seed.error is None, other_seed.error
+    assert _adapter_sha(other_seed.checkpoint_path) != reference_sha
