@@ -52,9 +52,14 @@ class _Jobs:
     """In-memory job table; the pool runs one job at a time by default (training is heavy)."""
 
     def __init__(self, workers: int) -> None:
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provenir-job")
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray Serve ships the app to its replicas by pickling: each replica gets a fresh table
+        return (_Jobs, (self._workers,))
 
     def submit(self, fn: Any, **info: Any) -> dict[str, Any]:
         job_id = uuid.uuid4().hex
