@@ -1,0 +1,488 @@
+"""The detection engine shared by PII and secret scanning: one linear-time pass per batch.
+
+How it stays fast (see STACK-NOTES "Fast scanning in Python"):
+
+* every string leaf of every record in a batch is UTF-8 encoded and joined with ``\\x00`` into one
+  buffer, and one RE2 alternation of named groups (linear time, no backtracking) runs over it;
+  clean text costs one native scan and no Python per leaf;
+* each alternative is a cheap *candidate* pattern; the precise checks (Luhn, mod-97, IIN ranges,
+  ``phonenumbers``, ``ipaddress``, SSN areas, JWT structure, entropy, placeholder tests) run in
+  Python only on candidates;
+* RE2 has no look-arounds, so boundaries are checked in Python on the bytes around a candidate.
+
+Alternatives are tried leftmost-first, so their order decides overlaps: a URL's credentials before
+the e-mail address inside it, vendor tokens before generic ``key=value`` assignments, IP addresses
+before digit runs. The value of a ``password=…``/``token=…`` assignment is rescanned, so a vendor
+token or an address inside it is still typed precisely.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from provenir.governance import _validators as v
+from provenir.governance._records import leaf_paths, leaves
+
+PII_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "URL_CREDENTIALS")
+NER_TYPES = ("PERSON", "LOCATION")
+SECRET_TYPES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "GITHUB_FINE_GRAINED_TOKEN",
+    "SLACK_TOKEN", "SLACK_WEBHOOK", "STRIPE_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY", "JWT", "PRIVATE_KEY", "URL_CREDENTIALS", "PASSWORD_ASSIGNMENT",
+    "HIGH_ENTROPY_SECRET",
+)
+PII, SECRET = "pii", "secret"
+
+_NOT_VALUE = r"\s\"'`<>\x00"
+_ASSIGN = r"[\"']?\s{0,3}(?::=|=>|==|[:=])\s{0,3}"
+_VALUE = r"\"[^\"\n\x00]{1,256}\"|'[^'\n\x00]{1,256}'|[^\s\"'`,;\x00]{1,256}"
+
+# (group name, pattern). Order = priority at the same start position.
+_ALTERNATIVES: list[tuple[str, str]] = [
+    ("pem", r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"),
+    ("url_cred", r"[A-Za-z][A-Za-z0-9+.\-]{1,15}://(?P<url_user>[^\s/?#@:\"'`<>\x00]{1,256}):"
+                 r"(?P<url_pass>[^\s/?#@\"'`<>\x00]{1,256})@[A-Za-z0-9.\-\[\]]{1,256}"),
+    ("slack_hook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,200}"),
+    ("aws_akid", r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}"),
+    ("aws_secret", r"(?i:aws)[A-Za-z0-9_.\-]{0,30}(?i:secret)[A-Za-z0-9_.\-]{0,30}" + _ASSIGN
+                   + r"[\"']?(?P<aws_secret_val>[A-Za-z0-9/+]{40})"),
+    ("gh_fine", r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
+    ("gh", r"gh[pousr]_[A-Za-z0-9]{36,251}"),
+    ("slack", r"xox[abposrce]-[A-Za-z0-9\-]{10,250}"),
+    ("stripe", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,247}"),
+    ("google", r"AIza[0-9A-Za-z_\-]{35}"),
+    ("anthropic", r"sk-ant-(?:api|admin|sid)[0-9]{2}-[A-Za-z0-9_\-]{32,250}"),
+    ("openai", r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,250}"),
+    ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
+    ("bearer", r"(?i:bearer)\s{1,3}(?P<bearer_val>[A-Za-z0-9._~+/\-]{16,512}=*)"),
+    ("pw", r"(?i:[A-Za-z0-9_\-]{0,40}(?:password|passwd|passphrase|pwd))" + _ASSIGN
+           + r"(?P<pw_val>" + _VALUE + ")"),
+    ("kv", r"(?i:[A-Za-z0-9_\-]{0,40}(?:secret|token|api[_\-]?key|apikey|access[_\-]?key|"
+           r"secret[_\-]?key|private[_\-]?key|signing[_\-]?key|encryption[_\-]?key|master[_\-]?key|"
+           r"client[_\-]?secret|credentials?|auth))" + _ASSIGN + r"(?P<kv_val>" + _VALUE + ")"),
+    ("email", r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?"
+              r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}"),
+    ("ipv6", r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"),
+    ("ipv4", r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"),
+    ("iban", r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"),
+    ("num", r"\+?\(?[0-9][0-9 ().\-]{6,24}[0-9]"),
+]
+
+_SIMPLE_SECRETS = {
+    "gh_fine": "GITHUB_FINE_GRAINED_TOKEN", "gh": "GITHUB_TOKEN", "slack": "SLACK_TOKEN",
+    "stripe": "STRIPE_KEY", "google": "GOOGLE_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
+    "aws_akid": "AWS_ACCESS_KEY_ID", "slack_hook": "SLACK_WEBHOOK",
+}
+_SPECIFIC_SECRET_GROUPS = frozenset(_SIMPLE_SECRETS) | {"openai", "jwt", "pem", "aws_secret", "url_cred"}
+_GROUP_TYPES: dict[str, tuple[str, ...]] = {
+    **{g: (t,) for g, t in _SIMPLE_SECRETS.items()},
+    "pem": ("PRIVATE_KEY",), "url_cred": ("URL_CREDENTIALS",), "aws_secret": ("AWS_SECRET_ACCESS_KEY",),
+    "openai": ("OPENAI_API_KEY",), "jwt": ("JWT",), "bearer": ("HIGH_ENTROPY_SECRET", "JWT"),
+    "pw": ("PASSWORD_ASSIGNMENT",), "kv": ("HIGH_ENTROPY_SECRET",), "email": ("EMAIL",),
+    "ipv6": ("IP_ADDRESS",), "ipv4": ("IP_ADDRESS",), "iban": ("IBAN",),
+    "num": ("CREDIT_CARD", "US_SSN", "PHONE"),
+}
+_WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_B64 = _ALNUM | frozenset(b"+/=_-")
+_PHONE_WORDS = (b"phone", b"tel", b"call", b"mobile", b"cell", b"fax", b"whatsapp", b"sms",
+                b"text me", b"contact", b"dial", b"reach me", b"number")
+_SSN_WORDS = (b"ssn", b"social security", b"social-security", b"ss#", b"ss #")
+_VERSION_WORDS = (b"v", b"version", b"ver", b"ver.", b"release", b"build", b"python", b"node")
+
+_UNANCHORED = None
+_ANCHOR_BOTH = None
+
+
+@dataclass(slots=True)
+class Hit:
+    """One detection inside a batch: which leaf, what, where (characters), and the raw value.
+
+    The raw value never leaves the process in a report (see :mod:`provenir.governance._report`).
+    """
+
+    record: int
+    leaf: int
+    entity_type: str
+    kind: str
+    start: int
+    end: int
+    value: str
+    placeholder: bool = False
+
+
+@dataclass(slots=True)
+class RecordScan:
+    record: Any
+    values: list[str]
+    problem: str | None
+    hits: list[Hit] = field(default_factory=list)
+    _paths: list[str] | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """Field path of each leaf (built on first use: only records with findings need them)."""
+        if self._paths is None:
+            self._paths = leaf_paths(self.record)
+        return self._paths
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(groups: tuple[str, ...]) -> tuple[Any, list[tuple[int, str]], dict[str, int]]:
+    from re2 import _re2  # google-re2's binding: bytes in, byte spans out, no per-call re-encoding
+
+    global _UNANCHORED, _ANCHOR_BOTH
+    _UNANCHORED, _ANCHOR_BOTH = _re2.RE2.Anchor.UNANCHORED, _re2.RE2.Anchor.ANCHOR_BOTH
+    pattern = "|".join(f"(?P<{name}>{pat})" for name, pat in _ALTERNATIVES if name in groups)
+    options = _re2.RE2.Options()
+    options.max_mem = 256 << 20  # the default budget makes dense batches fall back to a slow path
+    regex = _re2.RE2(pattern.encode(), options)
+    if not regex.ok():  # pragma: no cover - patterns are static
+        raise RuntimeError(regex.error())
+    named = {name: index for name, index in regex.NamedCapturingGroups()}
+    named = {k.decode() if isinstance(k, bytes) else k: i for k, i in named.items()}
+    top = [(named[name], name) for name, _ in _ALTERNATIVES if name in groups]
+    return regex, top, named
+
+
+class Engine:
+    """Scans batches of records for the PII and secret types asked for.
+
+    Args:
+        pii_types: PII entity types to report (subset of :data:`PII_TYPES`).
+        secret_types: secret types to report (subset of :data:`SECRET_TYPES`).
+        phone_regions: regions for numbers written without a ``+`` country code.
+    """
+
+    def __init__(self, pii_types: Sequence[str] = PII_TYPES, secret_types: Sequence[str] = SECRET_TYPES,
+                 phone_regions: Sequence[str] = ("US",)):
+        self.pii_types = frozenset(pii_types)
+        self.secret_types = frozenset(secret_types)
+        self.phone_regions = tuple(phone_regions)
+        wanted = self.pii_types | self.secret_types
+        groups = tuple(name for name, _ in _ALTERNATIVES
+                       if set(_GROUP_TYPES.get(name, ())) & wanted or name in ("pw", "kv"))
+        if not self.secret_types:
+            groups = tuple(g for g in groups if g not in ("pw", "kv"))
+        self._groups = groups
+        self._regex, self._top, self._named = _compiled(groups) if groups else (None, [], {})
+        self._handlers: dict[str, Callable[..., Any]] = {
+            name: getattr(self, f"_h_{name}") for name in groups
+        }
+
+    # -- batch scanning ------------------------------------------------------------------------
+    def scan(self, records: Sequence[Any]) -> list[RecordScan]:
+        """Scan a batch; one :class:`RecordScan` per record, in order."""
+        scans: list[RecordScan] = []
+        chunks: list[bytes] = []
+        owners: list[tuple[int, int]] = []
+        starts: list[int] = []
+        pos = 0
+        for ri, record in enumerate(records):
+            values, problem = leaves(record)
+            scans.append(RecordScan(record, values, problem))
+            for li, text in enumerate(values):
+                data = text.encode("utf-8", "surrogatepass")
+                chunks.append(data)
+                owners.append((ri, li))
+                starts.append(pos)
+                pos += len(data) + 1
+        if not chunks or self._regex is None:
+            return scans
+        buf = b"\x00".join(chunks)
+        match = self._regex.Match
+        top = self._top
+        end = len(buf)
+        p = 0
+        while p < end:
+            spans = match(_UNANCHORED, buf, p, end)
+            s, e = spans[0]
+            if s < 0:
+                break
+            name = next(n for gi, n in top if spans[gi][0] >= 0)
+            li = bisect.bisect_right(starts, s) - 1
+            ls = starts[li]
+            le = ls + len(chunks[li])
+            if e > le:  # cannot cross a leaf (classes exclude \x00); kept as a guard
+                e = le
+            found, resume = self._handlers[name](buf, spans, s, e, ls, le)
+            if found:
+                ri, leaf = owners[li]
+                text = scans[ri].values[leaf]
+                ascii_leaf = len(text) == le - ls
+                for etype, kind, bs, be, placeholder in found:
+                    if (kind == PII and etype not in self.pii_types) or (
+                        kind == SECRET and etype not in self.secret_types
+                    ):
+                        continue
+                    if ascii_leaf:
+                        cs, ce = bs - ls, be - ls
+                    else:
+                        cs = len(buf[ls:bs].decode("utf-8", "surrogatepass"))
+                        ce = cs + len(buf[bs:be].decode("utf-8", "surrogatepass"))
+                    scans[ri].hits.append(Hit(ri, leaf, etype, kind, cs, ce, text[cs:ce], placeholder))
+            p = resume if resume is not None and resume > s else max(e, s + 1)
+        return scans
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @staticmethod
+    def _before(buf: bytes, s: int, ls: int) -> int:
+        return buf[s - 1] if s > ls else 0
+
+    @staticmethod
+    def _after(buf: bytes, e: int, le: int) -> int:
+        return buf[e] if e < le else 0
+
+    def _group(self, spans: Any, name: str) -> tuple[int, int]:
+        return spans[self._named[name]]
+
+    def _specific_secret_inside(self, buf: bytes, vs: int, ve: int) -> bool:
+        spans = self._regex.Match(_UNANCHORED, buf, vs, ve)
+        if spans[0][0] < 0:
+            return False
+        name = next(n for gi, n in self._top if spans[gi][0] >= 0)
+        return name in _SPECIFIC_SECRET_GROUPS or name == "bearer"
+
+    @staticmethod
+    def _text(buf: bytes, s: int, e: int) -> str:
+        return buf[s:e].decode("utf-8", "surrogatepass")
+
+    # -- secrets -------------------------------------------------------------------------------
+    def _simple(self, name: str, buf: bytes, s: int, e: int, ls: int, le: int):
+        if self._before(buf, s, ls) in _ALNUM or self._after(buf, e, le) in _WORD:
+            return [], None
+        value = self._text(buf, s, e)
+        return [(_SIMPLE_SECRETS[name], SECRET, s, e, v.is_placeholder(value))], None
+
+    def _h_aws_akid(self, buf, spans, s, e, ls, le):
+        return self._simple("aws_akid", buf, s, e, ls, le)
+
+    def _h_gh_fine(self, buf, spans, s, e, ls, le):
+        return self._simple("gh_fine", buf, s, e, ls, le)
+
+    def _h_gh(self, buf, spans, s, e, ls, le):
+        return self._simple("gh", buf, s, e, ls, le)
+
+    def _h_slack(self, buf, spans, s, e, ls, le):
+        return self._simple("slack", buf, s, e, ls, le)
+
+    def _h_stripe(self, buf, spans, s, e, ls, le):
+        return self._simple("stripe", buf, s, e, ls, le)
+
+    def _h_google(self, buf, spans, s, e, ls, le):
+        return self._simple("google", buf, s, e, ls, le)
+
+    def _h_anthropic(self, buf, spans, s, e, ls, le):
+        return self._simple("anthropic", buf, s, e, ls, le)
+
+    def _h_slack_hook(self, buf, spans, s, e, ls, le):
+        value = self._text(buf, s, e)
+        return [("SLACK_WEBHOOK", SECRET, s, e, v.is_placeholder(value))], None
+
+    def _h_openai(self, buf, spans, s, e, ls, le):
+        if self._before(buf, s, ls) in _ALNUM or self._after(buf, e, le) in _WORD:
+            return [], None
+        value = self._text(buf, s, e)
+        body = value[3:]
+        for prefix in ("proj-", "svcacct-", "admin-", "None-"):
+            if body.startswith(prefix):
+                body = body[len(prefix):]
+                break
+        mixed = any(c.isdigit() for c in body) and any(c.isupper() for c in body) and any(
+            c.islower() for c in body)
+        if not ("T3BlbkFJ" in value or (len(body) >= 32 and mixed)):
+            return [], None
+        return [("OPENAI_API_KEY", SECRET, s, e, v.is_placeholder(value))], None
+
+    def _h_jwt(self, buf, spans, s, e, ls, le):
+        if self._before(buf, s, ls) in _ALNUM:
+            return [], None
+        value = self._text(buf, s, e)
+        if not v.jwt_ok(value):
+            return [], None
+        return [("JWT", SECRET, s, e, v.is_placeholder(value))], None
+
+    def _h_pem(self, buf, spans, s, e, ls, le):
+        marker = buf.find(b"-----END", e, le)
+        if marker >= 0:
+            close = buf.find(b"-----", marker + 8, le)
+            end = close + 5 if close >= 0 else le
+        else:
+            end = le
+        body = self._text(buf, e, marker if marker >= 0 else end)
+        compact = "".join(body.split())
+        placeholder = len(compact) < 64 or v.is_placeholder(compact)
+        return [("PRIVATE_KEY", SECRET, s, end, placeholder)], end
+
+    def _h_aws_secret(self, buf, spans, s, e, ls, le):
+        vs, ve = self._group(spans, "aws_secret_val")
+        if self._after(buf, ve, le) in _B64:
+            return [], vs
+        value = self._text(buf, vs, ve)
+        return [("AWS_SECRET_ACCESS_KEY", SECRET, vs, ve, v.is_placeholder(value))], None
+
+    def _h_url_cred(self, buf, spans, s, e, ls, le):
+        us, _ = self._group(spans, "url_user")
+        ps, pe = self._group(spans, "url_pass")
+        password = self._text(buf, ps, pe)
+        if v.is_reference(password):
+            return [], None
+        placeholder = v.is_placeholder(password) or password.lower() in ("password", "pass", "secret")
+        return [("URL_CREDENTIALS", PII, us, pe, False),
+                ("URL_CREDENTIALS", SECRET, ps, pe, placeholder)], None
+
+    def _h_bearer(self, buf, spans, s, e, ls, le):
+        vs, ve = self._group(spans, "bearer_val")
+        if self._specific_secret_inside(buf, vs, ve):
+            return [], vs
+        value = self._text(buf, vs, ve)
+        if v.is_reference(value) or not v.looks_random(value):
+            return [], vs
+        return [("HIGH_ENTROPY_SECRET", SECRET, vs, ve, v.is_placeholder(value))], vs
+
+    def _assignment_value(self, buf: bytes, spans: Any, group: str) -> tuple[int, int, str, bool]:
+        vs, ve = self._group(spans, group)
+        quoted = buf[vs] in (0x22, 0x27) and ve - vs >= 2
+        if quoted:
+            vs, ve = vs + 1, ve - 1
+        return vs, ve, self._text(buf, vs, ve), quoted
+
+    def _h_pw(self, buf, spans, s, e, ls, le):
+        if self._before(buf, s, ls) in _WORD:
+            return [], None
+        vs, ve, value, quoted = self._assignment_value(buf, spans, "pw_val")
+        if len(value) < 4 or v.is_reference(value) or self._specific_secret_inside(buf, vs, ve):
+            return [], vs
+        if not quoted and b":" in buf[s:vs] and value.isalpha() and (value.islower() or value.istitle()):
+            return [], vs  # prose: "Password: required", "password: reset it"
+        if value.isidentifier() and "_" in value and value.lower() == value:
+            return [], vs  # a variable name: password=db_password
+        return [("PASSWORD_ASSIGNMENT", SECRET, vs, ve, v.is_placeholder(value))], vs
+
+    def _h_kv(self, buf, spans, s, e, ls, le):
+        if self._before(buf, s, ls) in _WORD:
+            return [], None
+        vs, ve, value, _ = self._assignment_value(buf, spans, "kv_val")
+        if v.is_reference(value) or self._specific_secret_inside(buf, vs, ve):
+            return [], vs
+        if not v.looks_random(value):
+            return [], vs
+        return [("HIGH_ENTROPY_SECRET", SECRET, vs, ve, v.is_placeholder(value))], vs
+
+    # -- PII -----------------------------------------------------------------------------------
+    def _h_email(self, buf, spans, s, e, ls, le):
+        local_end = buf.find(b"@", s, e)
+        local = buf[s:local_end]
+        if local.startswith(b".") or local.endswith(b".") or b".." in local:
+            return [], None
+        if self._after(buf, e, le) in _WORD:
+            return [], None
+        return [("EMAIL", PII, s, e, False)], None
+
+    def _h_ipv4(self, buf, spans, s, e, ls, le):
+        before, after = self._before(buf, s, ls), self._after(buf, e, le)
+        if before in _WORD or before == 0x2E or after in _WORD or (
+            after == 0x2E and e + 1 < le and 48 <= buf[e + 1] <= 57
+        ):
+            return [], None
+        context = buf[max(ls, s - 10):s].lower().rstrip(b" :=")
+        if context.endswith(_VERSION_WORDS):
+            return [], None
+        if not v.ipv4_ok(self._text(buf, s, e)):
+            return [], None
+        return [("IP_ADDRESS", PII, s, e, False)], None
+
+    def _h_ipv6(self, buf, spans, s, e, ls, le):
+        before, after = self._before(buf, s, ls), self._after(buf, e, le)
+        if before in _WORD or before in (0x3A, 0x2E) or after in _WORD:
+            return [], None
+        if not v.ipv6_ok(self._text(buf, s, e)):
+            return [], None
+        return [("IP_ADDRESS", PII, s, e, False)], None
+
+    def _h_iban(self, buf, spans, s, e, ls, le):
+        if self._before(buf, s, ls) in _ALNUM:
+            return [], None
+        raw = self._text(buf, s, e)
+        compact = raw.replace(" ", "")
+        length = v.iban_valid_length(compact)
+        if not length:
+            return [], None
+        # map the compact length back onto the (possibly spaced) text
+        seen = 0
+        for index, ch in enumerate(raw):
+            if ch != " ":
+                seen += 1
+                if seen == length:
+                    end = s + index + 1
+                    break
+        if self._after(buf, end, le) in _ALNUM:
+            return [], None
+        return [("IBAN", PII, s, end, False)], None
+
+    def _h_num(self, buf, spans, s, e, ls, le):
+        before = self._before(buf, s, ls)
+        if before in _WORD or before in (0x2E, 0x2F, 0x2D, 0x3A) or self._after(buf, e, le) in _WORD:
+            return [], None
+        raw = buf[s:e]
+        digits = bytes(ch for ch in raw if 48 <= ch <= 57).decode()
+        n = len(digits)
+        plus = raw[:1] == b"+"
+        if n < 9 and not (plus and n >= 7):
+            return [], None
+        separators = set(raw) - set(b"0123456789")
+        if 13 <= n <= 19 and not plus and separators <= {0x20, 0x2D} and v.luhn_ok(digits) \
+                and v.card_brand(digits) and self._card_grouping_ok(raw):
+            return [("CREDIT_CARD", PII, s, e, False)], None
+        if n == 9 and not plus:
+            text = raw.decode()
+            shaped = len(text) == 11 and text[3] == text[6] and text[3] in "- " and \
+                text[:3].isdigit() and text[4:6].isdigit() and text[7:].isdigit()
+            context = buf[max(ls, s - 40):s].lower()
+            if (shaped or (text.isdigit() and any(w in context for w in _SSN_WORDS))) and v.ssn_ok(digits):
+                return [("US_SSN", PII, s, e, False)], None
+        return self._phones(buf, s, e, ls, plus, n), None
+
+    @staticmethod
+    def _card_grouping_ok(raw: bytes) -> bool:
+        groups = [len(g) for g in raw.replace(b"-", b" ").split(b" ")]
+        return len(groups) == 1 or all(3 <= g <= 6 for g in groups)
+
+    _NANP = None
+
+    def _phones(self, buf: bytes, s: int, e: int, ls: int, plus: bool, n: int) -> list[tuple]:
+        raw = buf[s:e]
+        if n > 15 * 2 + 2:
+            return []
+        context = buf[max(ls, s - 32):s].lower()
+        gate = plus or raw.startswith(b"00") or any(w in context for w in _PHONE_WORDS)
+        if not gate:
+            if Engine._NANP is None:
+                import re
+
+                Engine._NANP = re.compile(rb"(?:\(\d{3}\) ?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?!\d)")
+            gate = Engine._NANP.search(raw) is not None
+        if not gate:
+            return []
+        import phonenumbers
+
+        text = raw.decode()
+        out: list[tuple] = []
+        taken: list[tuple[int, int]] = []
+        for region in self.phone_regions:
+            for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+                a, b = match.start, match.end
+                if any(a < y and x < b for x, y in taken):
+                    continue
+                taken.append((a, b))
+                out.append(("PHONE", PII, s + a, s + b, False))
+        return out
+
+
+def entity_types() -> dict[str, tuple[str, ...]]:
+    """The types each kind can report."""
+    return {PII: PII_TYPES + NER_TYPES, SECRET: SECRET_TYPES}
