@@ -82,9 +82,10 @@ class ChrF:
     """Sentence chrF (sacrebleu) / 100."""
 
     def __init__(self) -> None:
-        from sacrebleu.metrics import CHRF
+        from provenir.core.errors import require
 
-        self._metric = CHRF()
+        module = require("sacrebleu.metrics", feature="the chrf metric", extra="eval")
+        self._metric = module.CHRF()  # type: ignore[attr-defined]
 
     def __call__(self, prediction: str, reference: str) -> float:
         if not prediction.strip() or not reference.strip():
@@ -96,9 +97,10 @@ class Bleu:
     """Sentence BLEU (sacrebleu, exponential smoothing) / 100."""
 
     def __init__(self) -> None:
-        from sacrebleu.metrics import BLEU
+        from provenir.core.errors import require
 
-        self._metric = BLEU(effective_order=True)
+        module = require("sacrebleu.metrics", feature="the bleu metric", extra="eval")
+        self._metric = module.BLEU(effective_order=True)  # type: ignore[attr-defined]
 
     def __call__(self, prediction: str, reference: str) -> float:
         if not prediction.strip() or not reference.strip():
