@@ -1,0 +1,1 @@
+"""Test helpers for provenir.adapters: seeded LoRA adapters on the tiny model, a loopback hub."""
