@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import warnings
 from pathlib import Path
 
 import pytest
@@ -229,8 +228,9 @@ def test_unknown_backend_in_observer_is_a_config_error():
         TrainingObserver(config)
 
 
+@pytest.mark.slow
 def test_observer_callback_forwards_trainer_logs():
-    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers import TrainerControl, TrainerState
 
     calls = []
 
@@ -246,9 +246,7 @@ def test_observer_callback_forwards_trainer_logs():
 
     register_sink("recording2", Recording)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            args = TrainingArguments(output_dir="unused", use_cpu=True, report_to=[])
+        args = None  # the callback reads only the state
         with TrainingObserver(ObservabilityConfig(backend="recording2", log_every_n_steps=2), rank=0) as observer:
             callback = observer_callback(observer)
             state = TrainerState()
