@@ -105,6 +105,7 @@ def _spec(
     intermediate_size: int,
     max_position_embeddings: int,
     extra_corpus: list[str],
+    markup_tokens: tuple[str, ...],
 ) -> dict[str, Any]:
     return {
         "factory_version": FACTORY_VERSION,
@@ -116,6 +117,7 @@ def _spec(
         "intermediate_size": intermediate_size,
         "max_position_embeddings": max_position_embeddings,
         "extra_corpus_sha256": sha256_json(extra_corpus),
+        "markup_tokens": list(markup_tokens),
     }
 
 
@@ -138,7 +140,11 @@ def _existing_build(directory: Path, spec: dict[str, Any]) -> bool:
     return all((directory / rel).is_file() for rel in files) and "model.safetensors" in files
 
 
-def build_tokenizer(vocab_size: int = 1024, extra_corpus: list[str] | None = None) -> Any:
+def build_tokenizer(
+    vocab_size: int = 1024,
+    extra_corpus: list[str] | None = None,
+    markup_tokens: tuple[str, ...] = MARKUP_TOKENS,
+) -> Any:
     """A byte-level BPE :class:`~transformers.PreTrainedTokenizerFast` trained on local text.
 
     Digits are split one per token (arithmetic stays learnable); every template markup token
@@ -156,7 +162,7 @@ def build_tokenizer(vocab_size: int = 1024, extra_corpus: list[str] | None = Non
     )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    specials = [PAD, BOS, EOS, *MARKUP_TOKENS]
+    specials = [PAD, BOS, EOS, *markup_tokens]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
@@ -170,7 +176,7 @@ def build_tokenizer(vocab_size: int = 1024, extra_corpus: list[str] | None = Non
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
-        additional_special_tokens=list(MARKUP_TOKENS),
+        additional_special_tokens=list(markup_tokens),
         padding_side="right",
         model_max_length=2048,
         clean_up_tokenization_spaces=False,
@@ -190,6 +196,7 @@ def build_tiny_model(
     intermediate_size: int = 256,
     max_position_embeddings: int = 512,
     extra_corpus: list[str] | None = None,
+    markup_tokens: tuple[str, ...] = MARKUP_TOKENS,
 ) -> Path:
     """Build (or reuse) a tiny random-init Llama and its tokenizer in ``output_dir``.
 
@@ -200,6 +207,8 @@ def build_tiny_model(
         hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings: the
             :class:`~transformers.LlamaConfig` shape.
         extra_corpus: more lines to train the tokenizer on.
+        markup_tokens: template markup kept as single special tokens (``()``: none, e.g. to
+            get a tokenizer that cannot serve the chat templates).
 
     Returns:
         ``output_dir`` as a :class:`~pathlib.Path`.
@@ -208,7 +217,7 @@ def build_tiny_model(
     extra = list(extra_corpus or [])
     spec = _spec(
         seed, vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
-        max_position_embeddings, extra,
+        max_position_embeddings, extra, tuple(markup_tokens),
     )
     if _existing_build(output_dir, spec):
         return output_dir
@@ -216,7 +225,7 @@ def build_tiny_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer(vocab_size, extra)
+    tokenizer = build_tokenizer(vocab_size, extra, tuple(markup_tokens))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
