@@ -1,0 +1,93 @@
+"""The model card (README.md) Provenir writes when it pushes an adapter: what it is and where it came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def render_model_card(
+    repo_id: str,
+    folder: Path,
+    files_sha256: dict[str, str],
+    run: dict[str, Any],
+) -> str:
+    """A model card with YAML metadata (base model, library, tags) and a provenance section.
+
+    ``run`` is the summary of a Provenir run manifest beside the adapter (may be empty); a
+    ``merge_manifest.json`` inside the folder adds the merge's strategy and parents.
+    """
+    adapter_config = _read_json(folder / "adapter_config.json") or {}
+    merge = _read_json(folder / "merge_manifest.json")
+    base_model = adapter_config.get("base_model_name_or_path") or run.get("base_model")
+    tags = ["provenir"]
+    if adapter_config:
+        tags += ["peft", str(adapter_config.get("peft_type", "lora")).lower()]
+    if merge:
+        tags += ["merge", f"merge-{merge.get('strategy')}"]
+    metadata: dict[str, Any] = {"tags": tags}
+    if adapter_config:
+        metadata["library_name"] = "peft"
+    # the hub links base_model only for hub ids; a local path would be rejected as metadata
+    if isinstance(base_model, str) and base_model.count("/") == 1 and not Path(base_model).exists():
+        metadata["base_model"] = base_model
+
+    lines = [
+        "---",
+        yaml.safe_dump(metadata, sort_keys=True).rstrip(),
+        "---",
+        "",
+        f"# {repo_id}",
+        "",
+    ]
+    if adapter_config:
+        lines += [
+            f"A {adapter_config.get('peft_type', 'PEFT')} adapter (rank {adapter_config.get('r')}, "
+            f"alpha {adapter_config.get('lora_alpha')}) for `{base_model}`, pushed by Provenir.",
+            "",
+            "```python",
+            "from peft import AutoPeftModelForCausalLM",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")',
+            "```",
+            "",
+        ]
+    lines += ["## Provenance", "", "| field | value |", "|---|---|"]
+    for key in ("run_id", "base_model", "dataset_hash", "config_hash", "git_sha", "seed"):
+        if run.get(key) not in (None, ""):
+            lines.append(f"| {key} | `{run[key]}` |")
+    if not run.get("base_model") and base_model:
+        lines.append(f"| base_model | `{base_model}` |")
+    if run.get("parents"):
+        lines.append(f"| parent runs | {', '.join(f'`{p}`' for p in run['parents'])} |")
+    if not run:
+        lines.append("| run_id | (no Provenir run manifest beside the adapter) |")
+    if merge:
+        lines += [
+            "",
+            f"### Merge ({merge.get('strategy')})",
+            "",
+            f"Parameters: `{json.dumps(merge.get('parameters', {}), sort_keys=True)}`",
+            "",
+            "| parent adapter | adapter_model.safetensors sha256 | run |",
+            "|---|---|---|",
+        ]
+        for record in merge.get("inputs", []):
+            digest = record.get("files", {}).get("adapter_model.safetensors", "")
+            lines.append(
+                f"| `{Path(str(record.get('path', ''))).name}` | `{digest}` | "
+                f"{record.get('provenance', {}).get('run_id', '-')} |"
+            )
+    lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| `{name}` | `{digest}` |" for name, digest in sorted(files_sha256.items())]
+    return "\n".join(lines) + "\n"
