@@ -17,17 +17,58 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end > 0:
+            try:
+                data = yaml.safe_load(text[3:end])
+            except yaml.YAMLError:
+                data = None
+            if isinstance(data, dict):
+                return data, text[end + 4 :].lstrip("\n")
+    return {}, text
+
+
+def _is_hub_id(value: Any) -> bool:
+    return isinstance(value, str) and value.count("/") == 1 and not value.startswith((".", "/")) and not Path(value).exists()
+
+
+def _local_base_model_tag(tag: Any) -> bool:
+    """PEFT tags cards ``base_model:adapter:<base>``; with a local base path that tag is meaningless."""
+    if not isinstance(tag, str) or not tag.startswith("base_model:"):
+        return False
+    return not _is_hub_id(tag.split(":")[-1])
+
+
 def render_model_card(
     repo_id: str,
     folder: Path,
     files_sha256: dict[str, str],
     run: dict[str, Any],
+    existing: str | None = None,
 ) -> str:
     """A model card with YAML metadata (base model, library, tags) and a provenance section.
 
     ``run`` is the summary of a Provenir run manifest beside the adapter (may be empty); a
-    ``merge_manifest.json`` inside the folder adds the merge's strategy and parents.
+    ``merge_manifest.json`` inside the folder adds the merge's strategy and parents. With
+    ``existing`` (the folder's own README.md, e.g. the one PEFT's ``save_pretrained`` writes), its
+    text and metadata are kept, the ``provenir`` tags are added, a ``base_model`` that is a local
+    path (which the hub cannot link) is dropped from the metadata, and the provenance section is
+    appended.
     """
+    if existing is not None:
+        metadata, body = _split_front_matter(existing)
+        generated = render_model_card(repo_id, folder, files_sha256, run)
+        new_metadata, new_body = _split_front_matter(generated)
+        tags = [t for t in metadata.get("tags") or [] if not _local_base_model_tag(t)]
+        tags += [t for t in new_metadata.get("tags", []) if t not in tags]
+        metadata["tags"] = tags
+        if "base_model" in metadata and not _is_hub_id(metadata["base_model"]):
+            del metadata["base_model"]
+        provenance = new_body[new_body.index("## Provenance") :]
+        front = "---\n" + yaml.safe_dump(metadata, sort_keys=True).rstrip() + "\n---\n\n"
+        return front + body.rstrip() + "\n\n" + provenance
     adapter_config = _read_json(folder / "adapter_config.json") or {}
     merge = _read_json(folder / "merge_manifest.json")
     base_model = adapter_config.get("base_model_name_or_path") or run.get("base_model")
@@ -40,7 +81,7 @@ def render_model_card(
     if adapter_config:
         metadata["library_name"] = "peft"
     # the hub links base_model only for hub ids; a local path would be rejected as metadata
-    if isinstance(base_model, str) and base_model.count("/") == 1 and not Path(base_model).exists():
+    if _is_hub_id(base_model):
         metadata["base_model"] = base_model
 
     lines = [

@@ -4,7 +4,8 @@ Built on ``huggingface_hub`` (``pip install 'provenir[hub]'``):
 
 * :meth:`HubClient.push_adapter` creates the repo if needed (honouring ``private``), creates the
   branch if ``revision`` is not ``main``, and uploads the adapter folder **in one commit** together
-  with a model card (``README.md``, unless the folder has its own) that records the provenance:
+  with a model card (``README.md``; a folder's own card, such as the one PEFT writes, is kept and
+  the provenance section appended) that records the provenance:
   run id, base model, dataset and config hashes, parent runs, merge parents, and every file's
   sha256. A Provenir run manifest beside the adapter (``manifest.json`` in the folder above) is
   uploaded as ``provenir_run_manifest.json``. It returns the commit sha and the files pushed.
@@ -242,10 +243,14 @@ class HubClient:
         if found is not None and found[0].parent != folder.resolve():
             operations.append(CommitOperationAdd(path_in_repo=RUN_MANIFEST_IN_REPO, path_or_fileobj=str(found[0])))
             hashes[RUN_MANIFEST_IN_REPO] = sha256_file(found[0])
-        if "README.md" not in files:
-            card = render_model_card(config.repo_id, folder, hashes, run).encode("utf-8")
-            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card))
-            hashes["README.md"] = hashlib.sha256(card).hexdigest()
+        existing = None
+        if "README.md" in files:
+            existing = files.pop("README.md").read_text(encoding="utf-8", errors="replace")
+            operations = [op for op in operations if op.path_in_repo != "README.md"]
+            del hashes["README.md"]
+        card = render_model_card(config.repo_id, folder, hashes, run, existing).encode("utf-8")
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card))
+        hashes["README.md"] = hashlib.sha256(card).hexdigest()
         message = config.commit_message or (
             f"Provenir: push {folder.name}" + (f" (run {run['run_id']})" if run.get("run_id") else "")
         )

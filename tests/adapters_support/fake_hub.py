@@ -5,7 +5,7 @@ started it (use it as a context manager). Bodies are bounded (``max_body`` bytes
 
 Endpoints implemented (model repos only):
 
-* ``POST /api/repos/create`` — create a repo (``name``, ``organization``, ``private``); 409 if it exists.
+* ``POST /api/repos/create`` — create a repo (``name``, ``organization``, ``visibility`` or ``private``); 409 (with ``url``) if it exists.
 * ``POST /api/validate-yaml`` — checks a model card's YAML front matter (400 if it does not parse).
 * ``GET  /api/models/{repo}`` and ``GET /api/models/{repo}/revision/{rev}`` — model info: ``id``,
   ``sha``, ``private``, ``tags``, ``siblings`` (``rfilename``; with ``?blobs=true`` also ``size``,
@@ -137,9 +137,17 @@ class FakeHub:
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+        self.extra = extra or {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -198,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = exc.message
             if exc.status == 401 and self.state.echo_auth_in_errors:
                 message = f"{message} (you sent {self.headers.get('Authorization')!r})"
-            self._send_json(exc.status, {"error": message}, headers=headers, method=method)
+            self._send_json(exc.status, {**exc.extra, "error": message}, headers=headers, method=method)
 
     # plumbing ----------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
@@ -280,12 +288,12 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{organization}/{name}"
         url = f"{self.state.endpoint}/{repo_id}"
         if repo_id in self.state.repos:
-            raise _HTTPError(409, "You already created this model repo", headers={})
+            raise _HTTPError(409, "You already created this model repo", extra={"url": url})
         initial = hashlib.sha1(f"init:{repo_id}".encode()).hexdigest()  # noqa: S324
         gitattributes = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
         self.state.repos[repo_id] = Repo(
             repo_id=repo_id,
-            private=bool(payload.get("private")),
+            private=bool(payload.get("private")) or payload.get("visibility") in ("private", "protected"),
             commits={initial: {".gitattributes": StoredFile(None, gitattributes, len(gitattributes))}},
             branches={"main": initial},
         )
