@@ -23,13 +23,20 @@ NO_ENGINE_NOTE = (
 
 
 def _installed_model(candidates: tuple[str, ...]) -> str | None:
-    try:
-        import spacy.util
-    except ImportError:
+    # find_spec, not an import: importing spaCy/presidio costs seconds, and "auto" must stay cheap
+    # on the (common) machine without a model.
+    import importlib.util
+
+    if importlib.util.find_spec("spacy") is None:
         return None
     for name in candidates:
-        if Path(name).is_dir() or spacy.util.is_package(name):
+        if Path(name).is_dir():
             return name
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except (ImportError, ValueError):
+            continue
     return None
 
 
@@ -88,9 +95,9 @@ def load_ner(ner: str | None, model: str | None = None) -> tuple[PresidioNER | N
         raise DependencyError(f"ner={ner!r}: expected 'auto', 'presidio' or None")
     candidates = (model,) if model else DEFAULT_MODELS
     if ner == "auto":
-        try:
-            import presidio_analyzer  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("presidio_analyzer") is None:
             return None, NO_ENGINE_NOTE
         found = _installed_model(candidates)
         if found is None:
