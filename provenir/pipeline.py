@@ -62,7 +62,7 @@ def prepare_training_data(
         }
         log("data.secret_scan", **report["secrets"])
         if found.has_secrets and gov.secrets == "block":
-            rows = sorted({f.record for f in found.findings if not f.placeholder})
+            rows = sorted({f.record_index for f in found.findings if not f.placeholder})
             where = ", ".join(str(r + 1) for r in rows[:10]) + (" …" if len(rows) > 10 else "")
             raise DataError(
                 f"{source}: {found.records_with_secrets} record(s) hold live secrets "
