@@ -55,7 +55,7 @@ from provenir.data.quality import QualityScorer, record_prompt_response
 if TYPE_CHECKING:
     from provenir.eval.judge import LLMJudge
 
-__all__ = ["DataFlywheel", "FlywheelConfig", "FlywheelResult", "token_f1"]
+__all__ = ["DataFlywheel", "FlywheelConfig", "FlywheelResult", "eval_record_id", "prompt_key", "reference_answer", "token_f1"]
 
 ANSWER_FIELDS = ("reference", "answer")
 
@@ -102,6 +102,20 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+def prompt_key(record: Mapping[str, Any]) -> int:
+    """A stable 64-bit key of a record's normalised prompt (0 when it has none): duplicate detection."""
+    import hashlib
+
+    from provenir.data.decontamination import normalize_tokens
+
+    try:
+        prompt, _ = record_prompt_response(record)
+    except DataError:
+        return 0
+    text = " ".join(normalize_tokens(prompt))
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") if text else 0
 
 
 def eval_record_id(record: Mapping[str, Any]) -> str:
@@ -280,22 +294,24 @@ class DataFlywheel:
             threshold=self.config.decontamination_threshold, semantic=self.semantic, model=self.embedding_model
         )
 
-    def filter_variants(
-        self, variants: list[dict[str, Any]], train_records: Sequence[Mapping[str, Any]], heldout: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[dict[str, Any]], Counter[str]]:
-        """Quality filter, training-prompt duplicates, decontamination against the held-out part."""
-        from provenir.data.decontamination import normalize_tokens, references_from_records
+    def heldout_index(self, heldout: Sequence[Mapping[str, Any]]) -> Any:
+        """The decontamination index of the held-out part (``None`` when it has no usable text)."""
+        from provenir.data.decontamination import references_from_records
 
+        refs, _ = references_from_records(heldout)
+        return self.checker().build_index(refs) if refs else None
+
+    def filter_variants(
+        self, variants: list[dict[str, Any]], train_keys: set[int], index: Any, checker: Any = None,
+        embedder: Any = None,
+    ) -> tuple[list[dict[str, Any]], Counter[str]]:
+        """Quality filter, training-prompt duplicates (``train_keys``: :func:`prompt_key` values) and
+        decontamination against the held-out ``index`` (from :meth:`heldout_index`). The batch op."""
         dropped: Counter[str] = Counter()
-        seen = set()
-        for record in train_records:
-            try:
-                seen.add(" ".join(normalize_tokens(record_prompt_response(record)[0])))
-            except (DataError, TypeError):
-                continue
+        seen = set(train_keys)
         kept = []
         for record, result in zip(variants, self.scorer.score_batch(variants)):
-            key = " ".join(normalize_tokens(record_prompt_response(record)[0]))
+            key = prompt_key(record)
             if result.score < self.config.quality_filter_threshold:
                 dropped["quality"] += 1
             elif key in seen:
@@ -304,12 +320,12 @@ class DataFlywheel:
                 seen.add(key)
                 record["flywheel"]["quality"] = result.score
                 kept.append(record)
-        refs, _ = references_from_records(heldout)
-        if kept and refs:
-            found = self.checker().check(JsonlDataset(kept), refs)
-            bad = {m["index"] for m in found}
-            dropped["contaminated"] += len(bad)
-            kept = [r for i, r in enumerate(kept) if i not in bad]
+        if kept and index is not None:
+            checker = checker or self.checker()
+            matches = checker.check_batch(kept, index, embedder)
+            clean = [r for r, m in zip(kept, matches) if m is None or "skipped" in m]
+            dropped["contaminated"] += len(kept) - len(clean)
+            kept = clean
         return kept, dropped
 
     # -- the whole turn ------------------------------------------------------------------------
@@ -318,7 +334,8 @@ class DataFlywheel:
         mined, heldout = self.split_eval(eval_dataset)
         failures, unscored = self.find_failures(mined)
         variants, skipped = self.make_variants(failures)
-        kept, dropped = self.filter_variants(variants, train_dataset.records, heldout)
+        train_keys = {prompt_key(r) for r in train_dataset.records if isinstance(r, Mapping)}
+        kept, dropped = self.filter_variants(variants, train_keys, self.heldout_index(heldout))
         report = {
             "eval_records": len(eval_dataset), "mined": len(mined), "heldout": len(heldout),
             "heldout_ids": [eval_record_id(r) for r in heldout],

@@ -13,9 +13,10 @@ component       what it measures (default ramp: 1 at the "fine" level, 0 at the 
                 repetition signal): 1 up to 0.15, 0 from 0.5
 ``printable``   share of non-printable characters (control, private-use, unassigned, U+FFFD) and
                 mojibake sequences (UTF-8 read as cp1252/Latin-1, e.g. ``Ã©``, ``â€™``): 1 at 0,
-                0 from 0.02
-``alpha``       share of alphabetic characters among the non-space characters of prompt and
-                response together: 1 from 0.25, 0 at 0.05 (numbers and code keep some letters)
+                0 from 0.01
+``alpha``       share of alphabetic characters among the response's non-space characters: 1 from
+                0.25, 0 at 0.05 (numbers and code keep some letters); responses under 20 non-space
+                characters ("4", "O(log n)") are exempt
 ``non_empty``   0 when the response is empty or whitespace (or the record has no response)
 ``non_refusal`` 0 when the response opens with a refusal ("I'm sorry, but I can't …", "As an AI
                 language model …") and is short (under 60 words)
@@ -213,12 +214,12 @@ class QualityScorer:
             frac = bad / len(both)
         else:
             bad, frac = 0, 0.0
-        comp["printable"] = _ramp(frac, 0.0, 0.02)
+        comp["printable"] = _ramp(frac, 0.0, 0.01)
         if bad:
             reasons.append(f"printable: {bad} non-printable or mojibake sequence(s)")
 
-        visible = [ch for ch in both if not ch.isspace()]
-        alpha = sum(ch.isalpha() for ch in visible) / len(visible) if visible else 0.0
+        visible = [ch for ch in stripped if not ch.isspace()]
+        alpha = sum(ch.isalpha() for ch in visible) / len(visible) if len(visible) >= 20 else 1.0
         comp["alpha"] = _ramp(-alpha, -0.25, -0.05)
         if comp["alpha"] < 1:
             reasons.append(f"alpha: {alpha:.0%} of characters are letters")
