@@ -173,3 +173,24 @@ def test_distributed_train_never_imports_train_server_cli_or_heavy_libs():
 
 def test_num_workers_follows_distributed_config():
     assert DistributedConfig(strategy="ddp", num_gpus=4, num_nodes=2).num_workers == 8
+
+
+def test_sweep_rejects_bad_settings_before_touching_ray(tmp_path):
+    from provenir.distributed.tune import SweepResult, param_space, sweep
+
+    base = {"metric": "loss", "storage_path": str(tmp_path), "name": "s"}
+    with pytest.raises(ConfigError, match="mode: must be 'min' or 'max'"):
+        sweep(print, {}, {"lr": [1]}, mode="best", **base)
+    with pytest.raises(ConfigError, match="name at least one parameter"):
+        sweep(print, {}, {}, **base)
+    with pytest.raises(ConfigError, match="'deepspeed' needs GPUs"):
+        sweep(print, {}, {"lr": [1]}, strategy="deepspeed", **base)
+    space = param_space({"lr": [1e-4, 1e-3], "rank": 8})
+    assert space["lr"] == {"grid_search": [1e-4, 1e-3]} and space["rank"] == 8
+    result = SweepResult("loss", "max", [
+        {"config": {"lr": 1}, "metrics": {"loss": 2.0}, "checkpoint_path": None, "error": None},
+        {"config": {"lr": 2}, "metrics": {"loss": 9.0}, "checkpoint_path": None, "error": "boom"},
+        {"config": {"lr": 3}, "metrics": {"loss": 3.0}, "checkpoint_path": None, "error": None},
+    ])
+    assert result.best_config == {"lr": 3} and len(result.ok_trials) == 2
+    assert SweepResult("loss", "min").best is None
