@@ -39,10 +39,15 @@ __all__ = [
 ]
 
 
+def _str(value: Any) -> str | None:
+    """A string cell, or ``None`` (a column of nulls arrives in NumPy batches as NaN)."""
+    return value if isinstance(value, str) else None
+
+
 def _records(batch: dict[str, np.ndarray]) -> list[dict[str, Any] | None]:
     out = []
     for text, error in zip(batch["json"], batch["error"]):
-        out.append(json.loads(text) if error is None and text is not None else None)
+        out.append(json.loads(text) if _str(error) is None and _str(text) is not None else None)
     return out
 
 
@@ -74,6 +79,17 @@ def _prepare_out(out_dir: str, overwrite: bool) -> None:
             raise DataError(f"{out_dir}: output folder already exists; remove it or pass --overwrite")
         shutil.rmtree(path)
     path.mkdir(parents=True)
+
+
+def actor_cpus(actors: int, cpus_per_actor: float | None = None) -> float:
+    """CPUs to reserve per actor: 1, or less when the pool would otherwise take every CPU of the
+    cluster and leave none for the read tasks that feed it (which would stall the pipeline)."""
+    if cpus_per_actor is not None:
+        return cpus_per_actor
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(0.1, min(1.0, (total - 1.0) / max(1, actors))) if total > 1 else 0.5
 
 
 def _progress(enabled: bool) -> None:
@@ -110,7 +126,7 @@ class QualityOp:
             if record is None:
                 scores.append(0.0)
                 keeps.append(False)
-                details.append(_dumps({"reasons": [str(error)]}))
+                details.append(_dumps({"reasons": [_str(error) or "unreadable line"]}))
                 texts.append(None)
                 continue
             result = next(it)
@@ -119,8 +135,8 @@ class QualityOp:
             keeps.append(keep)
             details.append(_dumps(result.to_dict()))
             texts.append(_dumps({**record, "quality": result.to_dict()}) if self.annotate else text)
-        return {"file": batch["file"], "line": batch["line"], "json": texts, "error": batch["error"],
-                "score": np.asarray(scores, dtype=np.float64), "keep": np.asarray(keeps, dtype=bool),
+        return {"file": batch["file"], "line": batch["line"], "json": texts,
+                "error": [_str(e) for e in batch["error"]], "score": np.asarray(scores, dtype=np.float64), "keep": np.asarray(keeps, dtype=bool),
                 "detail": details}
 
 
@@ -135,7 +151,7 @@ def _rejected_row(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     for file, line, text, detail in zip(batch["file"], batch["line"], batch["json"], batch["detail"]):
         info = json.loads(detail)
         lines.append(_dumps({"file": str(file), "line": int(line),
-                             "record": json.loads(text) if text is not None else None, "quality": info}))
+                             "record": json.loads(text) if _str(text) else None, "quality": info}))
     return {"json": lines}
 
 
@@ -166,7 +182,7 @@ def run_quality(
                          fn_kwargs={"threshold": threshold, "scorer_kwargs": scorer_kwargs,
                                     "annotate": annotate}).materialize()
     kept_parts = write_jsonl(scored.filter(lambda r: bool(r["keep"])), os.path.join(out_dir, "kept"))
-    rejected = scored.filter(lambda r: not r["keep"] and r["error"] is None)
+    rejected = scored.filter(lambda r: not r["keep"] and _str(r["error"]) is None)
     write_jsonl(rejected.map_batches(_rejected_row, batch_format="numpy"), os.path.join(out_dir, "rejected"))
     total = kept = 0
     errors: list[str] = []
@@ -175,7 +191,7 @@ def run_quality(
     reasons: Counter[str] = Counter()
     for batch in _stream(scored, ["score", "keep", "error", "detail"]):
         for score, keep, error, detail in zip(batch["score"], batch["keep"], batch["error"], batch["detail"]):
-            if error is not None:
+            if _str(error) is not None:
                 errors.append(str(error))
                 continue
             total += 1
@@ -227,8 +243,8 @@ class DecontaminationActor:
             else:
                 flags.append(False)
                 infos.append(None)
-        return {"file": batch["file"], "line": batch["line"], "json": batch["json"], "error": batch["error"],
-                "contaminated": np.asarray(flags, dtype=bool), "match": infos}
+        return {"file": batch["file"], "line": batch["line"], "json": [_str(t) for t in batch["json"]],
+                "error": [_str(e) for e in batch["error"]], "contaminated": np.asarray(flags, dtype=bool), "match": infos}
 
 
 def _contaminated_row(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -273,6 +289,7 @@ def run_decontaminate(
     checker_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
     batch_size: int = 1024,
+    cpus_per_actor: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Check every training record against the eval set; write ``clean/``, ``contaminated/`` (each
@@ -295,7 +312,7 @@ def run_decontaminate(
     index_ref = ray.put(index)
     checked = map_records(
         read_records(train_inputs), DecontaminationActor, batch_size=batch_size, actors=actors,
-        fn_constructor_kwargs={"index": index_ref, "checker_kwargs": kwargs},
+        num_cpus=actor_cpus(actors, cpus_per_actor), fn_constructor_kwargs={"index": index_ref, "checker_kwargs": kwargs},
     ).materialize()
     clean_parts = write_jsonl(checked.filter(lambda r: not r["contaminated"]), os.path.join(out_dir, "clean"))
     write_jsonl(checked.filter(lambda r: bool(r["contaminated"])).map_batches(_contaminated_row, batch_format="numpy"),
@@ -307,13 +324,13 @@ def run_decontaminate(
     for batch in _stream(checked, ["file", "line", "contaminated", "match", "error"]):
         for file, line, flag, match, error in zip(batch["file"], batch["line"], batch["contaminated"],
                                                   batch["match"], batch["error"]):
-            if error is not None:
+            if _str(error) is not None:
                 errors.append(str(error))
                 continue
             total += 1
             if flag:
                 stages[json.loads(match)["stage"]] += 1
-            elif match is not None:
+            elif _str(match) is not None:
                 skipped_records.append(f"{file}:{line}: {json.loads(match)['skipped']}")
     report = {
         "command": "decontaminate", "train": list(train_inputs), "eval": list(eval_paths),
@@ -355,7 +372,7 @@ def _jsonl_docs(text_field: str):
         sources, texts, errors = [], [], []
         for file, line, raw, error in zip(batch["file"], batch["line"], batch["json"], batch["error"]):
             sources.append(f"{file}:{line}")
-            if error is not None:
+            if _str(error) is not None:
                 texts.append(None)
                 errors.append(str(error))
                 continue
@@ -383,7 +400,7 @@ class RAGActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         out: dict[str, list[Any]] = {"json": [], "source": [], "skip": []}
         for source, text, error in zip(batch["source"], batch["text"], batch["error"]):
-            if error is not None:
+            if _str(error) is not None:
                 pairs, reason = [], str(error)
             else:
                 self.gen._rejected = 0
@@ -411,6 +428,7 @@ def run_rag_generate(
     actors: int = 1,
     text_field: str = "text",
     overwrite: bool = False,
+    cpus_per_actor: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Documents (``.txt``/``.md`` files, one document each, or JSONL with a ``text_field``) → QA
@@ -450,7 +468,7 @@ def run_rag_generate(
     docs_ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
     judge_ref = ray.put(judge) if judge is not None else None
     generated = map_records(
-        docs_ds, RAGActor, batch_size=8, actors=actors,
+        docs_ds, RAGActor, batch_size=8, actors=actors, num_cpus=actor_cpus(actors, cpus_per_actor),
         fn_constructor_kwargs={"config": cfg.model_dump(), "generator": generator, "judge": judge_ref},
     ).materialize()
     pair_parts = write_jsonl(generated, os.path.join(out_dir, "pairs"))
@@ -460,9 +478,9 @@ def run_rag_generate(
     for batch in _stream(generated, ["json", "source", "skip"]):
         for raw, source, skip in zip(batch["json"], batch["source"], batch["skip"]):
             documents.add(str(source))
-            if skip is not None:
+            if _str(skip) is not None:
                 skipped.append({"source": str(source), "reason": str(skip)})
-            elif raw is not None:
+            elif _str(raw) is not None:
                 pairs += 1
     report = {
         "command": "rag-generate", "inputs": list(docs), "documents": len(documents), "pairs": pairs,
@@ -481,7 +499,7 @@ def run_rag_generate(
 def _prompt_keys(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     from provenir.data.flywheel import prompt_key
 
-    keys = [prompt_key(json.loads(t)) if e is None and t is not None else 0 for t, e in zip(batch["json"], batch["error"])]
+    keys = [prompt_key(json.loads(t)) if _str(e) is None and _str(t) else 0 for t, e in zip(batch["json"], batch["error"])]
     return {"key": np.asarray(keys, dtype=np.uint64)}
 
 
@@ -525,6 +543,7 @@ def run_flywheel(
     semantic: bool | None = None,
     embedding_model: str | None = None,
     overwrite: bool = False,
+    cpus_per_actor: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """One flywheel turn at scale: ``new/`` (the new records), ``train/`` (training records followed
@@ -558,7 +577,7 @@ def run_flywheel(
     if not failures:
         new_ds = new_ds.filter(lambda _r: False)
     produced = map_records(
-        new_ds, FlywheelActor, batch_size=16, actors=actors,
+        new_ds, FlywheelActor, batch_size=16, actors=actors, num_cpus=actor_cpus(actors, cpus_per_actor),
         fn_constructor_kwargs={"config": cfg.model_dump(), "generator": generator, "shared": shared,
                                "semantic": semantic, "embedding_model": embedding_model},
     ).materialize()
@@ -570,12 +589,12 @@ def run_flywheel(
     variants = new_records = 0
     for batch in _stream(produced, ["json", "note"]):
         for raw, note in zip(batch["json"], batch["note"]):
-            if note is not None:
+            if _str(note) is not None:
                 info = json.loads(note)
                 dropped.update(info["dropped"])
                 skipped.extend(info["skipped"])
                 variants += info["variants"]
-            elif raw is not None:
+            elif _str(raw) is not None:
                 new_records += 1
     report = {
         "command": "flywheel", "train": list(train_inputs), "eval": eval_path, "config": cfg.model_dump(),
