@@ -37,40 +37,44 @@ SECRET_TYPES = (
 )
 PII, SECRET = "pii", "secret"
 
-_NOT_VALUE = r"\s\"'`<>\x00"
-_ASSIGN = r"[\"']?\s{0,3}(?::=|=>|==|[:=])\s{0,3}"
-_VALUE = r"\"[^\"\n\x00]{1,256}\"|'[^'\n\x00]{1,256}'|[^\s\"'`,;\x00]{1,256}"
+_ASSIGN = r"[\"']?[ \t]*(?::=|=>|==|[:=])[ \t]*"
+_VALUE = r"\"[^\"\n\x00]+\"|'[^'\n\x00]+'|[^\s\"'`,;\x00]+"
 
-# (group name, pattern). Order = priority at the same start position.
+# (group name, pattern). Order = priority at the same start position. Counted repetitions are kept
+# out on purpose (they multiply RE2's program and DFA size, and dense text then falls off the DFA);
+# lengths and exact shapes are checked in Python on the candidates.
 _ALTERNATIVES: list[tuple[str, str]] = [
-    ("pem", r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"),
-    ("url_cred", r"[A-Za-z][A-Za-z0-9+.\-]{1,15}://(?P<url_user>[^\s/?#@:\"'`<>\x00]{1,256}):"
-                 r"(?P<url_pass>[^\s/?#@\"'`<>\x00]{1,256})@[A-Za-z0-9.\-\[\]]{1,256}"),
-    ("slack_hook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,200}"),
-    ("aws_akid", r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}"),
-    ("aws_secret", r"(?i:aws)[A-Za-z0-9_.\-]{0,30}(?i:secret)[A-Za-z0-9_.\-]{0,30}" + _ASSIGN
-                   + r"[\"']?(?P<aws_secret_val>[A-Za-z0-9/+]{40})"),
-    ("gh_fine", r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
-    ("gh", r"gh[pousr]_[A-Za-z0-9]{36,251}"),
-    ("slack", r"xox[abposrce]-[A-Za-z0-9\-]{10,250}"),
-    ("stripe", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,247}"),
-    ("google", r"AIza[0-9A-Za-z_\-]{35}"),
-    ("anthropic", r"sk-ant-(?:api|admin|sid)[0-9]{2}-[A-Za-z0-9_\-]{32,250}"),
-    ("openai", r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,250}"),
-    ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
-    ("bearer", r"(?i:bearer)\s{1,3}(?P<bearer_val>[A-Za-z0-9._~+/\-]{16,512}=*)"),
-    ("pw", r"(?i:[A-Za-z0-9_\-]{0,40}(?:password|passwd|passphrase|pwd))" + _ASSIGN
+    ("pem", r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"),
+    ("url_cred", r"[A-Za-z][A-Za-z0-9+.\-]*://(?P<url_user>[^\s/?#@:\"'`<>\x00]+):"
+                 r"(?P<url_pass>[^\s/?#@\"'`<>\x00]+)@[A-Za-z0-9.\-\[\]]+"),
+    ("slack_hook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]+"),
+    ("aws_akid", r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]+"),
+    ("aws_secret", r"(?i:aws)[A-Za-z0-9_.\-]*(?i:secret)[A-Za-z0-9_.\-]*" + _ASSIGN
+                   + r"[\"']?(?P<aws_secret_val>[A-Za-z0-9/+]+)"),
+    ("gh_fine", r"github_pat_[A-Za-z0-9_]+"),
+    ("gh", r"gh[pousr]_[A-Za-z0-9]+"),
+    ("slack", r"xox[abposrce]-[A-Za-z0-9\-]+"),
+    ("stripe", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]+"),
+    ("google", r"AIza[0-9A-Za-z_\-]+"),
+    ("anthropic", r"sk-ant-(?:api|admin|sid)[0-9][0-9]-[A-Za-z0-9_\-]+"),
+    ("openai", r"sk-[A-Za-z0-9_\-]+"),
+    ("jwt", r"eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),
+    ("bearer", r"(?i:bearer)[ \t]+(?P<bearer_val>[A-Za-z0-9._~+/\-]+=*)"),
+    ("pw", r"(?i:[A-Za-z0-9_\-]*(?:password|passwd|passphrase|pwd))" + _ASSIGN
            + r"(?P<pw_val>" + _VALUE + ")"),
-    ("kv", r"(?i:[A-Za-z0-9_\-]{0,40}(?:secret|token|api[_\-]?key|apikey|access[_\-]?key|"
-           r"secret[_\-]?key|private[_\-]?key|signing[_\-]?key|encryption[_\-]?key|master[_\-]?key|"
-           r"client[_\-]?secret|credentials?|auth))" + _ASSIGN + r"(?P<kv_val>" + _VALUE + ")"),
-    ("email", r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?"
-              r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}"),
-    ("ipv6", r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"),
-    ("ipv4", r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"),
-    ("iban", r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"),
-    ("num", r"\+?\(?[0-9][0-9 ().\-]{6,24}[0-9]"),
+    ("kv", r"(?i:[A-Za-z0-9_\-]*(?:secret|token|api[_\-]?key|apikey|access[_\-]?key|"
+           r"private[_\-]?key|signing[_\-]?key|encryption[_\-]?key|master[_\-]?key|"
+           r"credentials?|auth))" + _ASSIGN + r"(?P<kv_val>" + _VALUE + ")"),
+    ("email", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]+"),
+    ("ipv6", r"[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){2,}(?:[0-9]+(?:\.[0-9]+){3})?"),
+    ("ipv4", r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+"),
+    ("iban", r"[A-Z][A-Z][0-9][0-9](?: ?[A-Z0-9])+"),
+    ("num", r"\+?\(?[0-9][0-9 ().\-]*[0-9]"),
 ]
+
+# minimum lengths (and exact lengths) of the vendor tokens, checked on candidates
+_MIN_LEN = {"aws_akid": (20, 20), "gh": (40, 255), "slack": (15, 255), "stripe": (24, 255),
+            "google": (39, 39), "anthropic": (50, 300), "slack_hook": (60, 300)}
 
 _SIMPLE_SECRETS = {
     "gh_fine": "GITHUB_FINE_GRAINED_TOKEN", "gh": "GITHUB_TOKEN", "slack": "SLACK_TOKEN",
@@ -255,6 +259,9 @@ class Engine:
     def _simple(self, name: str, buf: bytes, s: int, e: int, ls: int, le: int):
         if self._before(buf, s, ls) in _ALNUM or self._after(buf, e, le) in _WORD:
             return [], None
+        low, high = _MIN_LEN.get(name, (0, 1 << 30))
+        if not low <= e - s <= high:
+            return [], None
         value = self._text(buf, s, e)
         return [(_SIMPLE_SECRETS[name], SECRET, s, e, v.is_placeholder(value))], None
 
@@ -262,6 +269,9 @@ class Engine:
         return self._simple("aws_akid", buf, s, e, ls, le)
 
     def _h_gh_fine(self, buf, spans, s, e, ls, le):
+        body = buf[s + 11:e].split(b"_")
+        if len(body) != 2 or len(body[0]) != 22 or len(body[1]) != 59:
+            return [], None
         return self._simple("gh_fine", buf, s, e, ls, le)
 
     def _h_gh(self, buf, spans, s, e, ls, le):
@@ -280,6 +290,8 @@ class Engine:
         return self._simple("anthropic", buf, s, e, ls, le)
 
     def _h_slack_hook(self, buf, spans, s, e, ls, le):
+        if e - s < _MIN_LEN["slack_hook"][0]:
+            return [], None
         value = self._text(buf, s, e)
         return [("SLACK_WEBHOOK", SECRET, s, e, v.is_placeholder(value))], None
 
@@ -288,6 +300,8 @@ class Engine:
             return [], None
         value = self._text(buf, s, e)
         body = value[3:]
+        if len(body) < 20:
+            return [], None
         for prefix in ("proj-", "svcacct-", "admin-", "None-"):
             if body.startswith(prefix):
                 body = body[len(prefix):]
@@ -320,7 +334,7 @@ class Engine:
 
     def _h_aws_secret(self, buf, spans, s, e, ls, le):
         vs, ve = self._group(spans, "aws_secret_val")
-        if self._after(buf, ve, le) in _B64:
+        if ve - vs != 40 or self._after(buf, ve, le) in _B64:
             return [], vs
         value = self._text(buf, vs, ve)
         return [("AWS_SECRET_ACCESS_KEY", SECRET, vs, ve, v.is_placeholder(value))], None
@@ -349,6 +363,9 @@ class Engine:
         quoted = buf[vs] in (0x22, 0x27) and ve - vs >= 2
         if quoted:
             vs, ve = vs + 1, ve - 1
+        else:
+            while ve > vs and buf[ve - 1] in b".!?)]}:":  # sentence punctuation after a bare value
+                ve -= 1
         return vs, ve, self._text(buf, vs, ve), quoted
 
     def _h_pw(self, buf, spans, s, e, ls, le):
@@ -377,7 +394,11 @@ class Engine:
     def _h_email(self, buf, spans, s, e, ls, le):
         local_end = buf.find(b"@", s, e)
         local = buf[s:local_end]
-        if local.startswith(b".") or local.endswith(b".") or b".." in local:
+        if local.startswith(b".") or local.endswith(b".") or b".." in local or len(local) > 64:
+            return [], None
+        labels = buf[local_end + 1:e].split(b".")
+        if not 2 <= len(labels[-1]) <= 24 or any(not lab or lab[:1] == b"-" or lab[-1:] == b"-" or len(lab) > 63
+                                                for lab in labels):
             return [], None
         if self._after(buf, e, le) in _WORD:
             return [], None
@@ -429,6 +450,8 @@ class Engine:
         if before in _WORD or before in (0x2E, 0x2F, 0x2D, 0x3A) or self._after(buf, e, le) in _WORD:
             return [], None
         raw = buf[s:e]
+        if len(raw) < 8:
+            return [], None
         digits = bytes(ch for ch in raw if 48 <= ch <= 57).decode()
         n = len(digits)
         plus = raw[:1] == b"+"
