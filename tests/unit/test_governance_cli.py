@@ -1,0 +1,78 @@
+"""`provenir scan` (in process) and `provenir audit show|verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from provenir.cli import app
+from provenir.governance.audit import AuditLogger
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "train.jsonl"
+    rows = [
+        {"instruction": "Email bob@corp.io", "output": "ok"},
+        {"messages": [{"role": "user", "content": "key AKIAZ3MSJ2KQ7XYPLW4R"}]},
+        {"instruction": "clean", "output": "fine"},
+    ]
+    with open(path, "wb") as handle:
+        for row in rows:
+            handle.write(json.dumps(row).encode() + b"\n")
+        handle.write(b'{"broken": \n')
+        handle.write(b'{"bad": "\xff\xfe"}\n')
+    return path
+
+
+def test_scan_masks_reports_audits_and_exits_3(data, tmp_path):
+    audit = tmp_path / "audit"
+    out, report = tmp_path / "masked", tmp_path / "report.json"
+    result = runner.invoke(app, ["scan", str(data), "--mask", str(out), "--report", str(report),
+                                 "--audit-dir", str(audit)])
+    assert result.exit_code == 3, result.output
+    assert "AWS_ACCESS_KEY_ID" in result.output and "EMAIL" in result.output
+    assert f"{data}:5: invalid UTF-8" in result.output or "invalid UTF-8" in result.output
+    payload = json.loads(report.read_text())
+    assert payload["secrets"] == {"AWS_ACCESS_KEY_ID": 1} and payload["pii"] == {"EMAIL": 1}
+    assert payload["records"] == 5 and payload["malformed"] == 2 and payload["exit_code"] == 3
+    assert {e["line"] for e in payload["errors"]} == {4, 5}
+    masked = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert masked[0]["instruction"] == "Email <EMAIL>"
+    assert masked[1]["messages"][0]["content"] == "key <AWS_ACCESS_KEY_ID>"
+    findings = [json.loads(line) for line in Path(str(report) + ".findings.jsonl").read_text().splitlines()]
+    assert {(f["line"], f["entity_type"]) for f in findings} == {(1, "EMAIL"), (2, "AWS_ACCESS_KEY_ID")}
+    assert "AKIAZ3MSJ2KQ7XYPLW4R" not in report.read_text() + json.dumps(findings)
+    (event,) = AuditLogger(audit).read()
+    assert event["event"] == "governance.scan" and event["details"]["exit_code"] == 3
+    # the masked output re-scans clean
+    again = runner.invoke(app, ["scan", str(out), "--audit-dir", str(audit), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["pii"] == {} and json.loads(again.output)["secrets"] == {}
+
+
+def test_allow_secrets_and_audit_commands(data, tmp_path):
+    audit = tmp_path / "audit"
+    result = runner.invoke(app, ["scan", str(data), "--allow-secrets", "--audit-dir", str(audit)])
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(app, ["audit", "show", str(audit), "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)[0]["event"] == "governance.scan"
+    ok = runner.invoke(app, ["audit", "verify", str(audit)])
+    assert ok.exit_code == 0 and "intact" in ok.output
+    log = audit / "audit.jsonl"
+    log.write_text(log.read_text().replace("governance.scan", "governance.skip"))
+    bad = runner.invoke(app, ["audit", "verify", str(audit)])
+    assert bad.exit_code == 1 and "line 1" in bad.output
+
+
+def test_missing_input_is_one_clear_error(tmp_path):
+    from provenir.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["scan", str(tmp_path / "nope.jsonl"), "--audit-dir", str(tmp_path / "a")])
+    assert exc.value.code == 2
