@@ -1,9 +1,9 @@
 """The demo: a synthetic task the tiny model learns in minutes, evaluated before and after training.
 
-The task (``demo_records``) is to reverse a short string of digits: ``"Reverse 4071"`` → ``"1704"``.
-The tiny tokenizer splits digits one per token, so the rule is the same for every string, and the
-eval strings are disjoint from the training strings: exact match measures a learned rule, not
-memorised answers. An untrained model scores 0.
+The task (``demo_records``) is to copy a string of four digits: ``"Copy 4071"`` → ``"4071"``. The
+tiny tokenizer splits digits one per token, so the rule is the same for every string, and the eval
+strings are disjoint from the training strings: exact match measures a learned rule (attend to the
+right earlier position, emit its digit), not memorised answers. An untrained model scores 0.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from provenir.data.templates import TEMPLATE_REGISTRY
 
 DEMO_TRAIN_RECORDS = 600
 DEMO_EVAL_RECORDS = 50
-DEMO_DIGITS = 3
+DEMO_DIGITS = 4
 
 
 def demo_records(
     seed: int = 0, n_train: int = DEMO_TRAIN_RECORDS, n_eval: int = DEMO_EVAL_RECORDS, digits: int = DEMO_DIGITS
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """``(train, eval)`` reversal records; no eval string occurs in training."""
+    """``(train, eval)`` copy records; no eval string occurs in training."""
     rng = random.Random(seed)
     space = 10**digits
     if n_train + n_eval > space:
@@ -35,7 +35,7 @@ def demo_records(
     records = []
     for value in chosen:
         text = str(value).zfill(digits)
-        records.append({"instruction": f"Reverse {text}", "output": text[::-1]})
+        records.append({"instruction": f"Copy {text}", "output": text})
     return records[n_eval:], records[:n_eval]
 
 

@@ -610,6 +610,7 @@ def _build_trainer(cfg: dict[str, Any], model: Any, tokenizer: Any, strategy_arg
         fp16=False,
         report_to="none",
         disable_tqdm=True,
+        gradient_checkpointing=False,  # tiny and LoRA models: speed over memory
         include_num_input_tokens_seen="non_padding",
         max_length=cfg["max_seq_length"],
         **strategy_args,
