@@ -131,3 +131,18 @@ def test_user_task_dir(tiny_model_dir, tmp_path):
     )
     result = BenchmarkEvaluator(task_dirs=[data]).run(tiny_model_dir, BenchmarkConfig(benchmark="my_yesno"))
     assert result.num_examples == 3 and result.score in (0.0, 1.0)  # same doc thrice: all or nothing
+
+
+def test_bench_cli_json(tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from provenir.cli import app
+
+    result = CliRunner().invoke(
+        app, ["bench", str(tiny_model_dir), "--task", "provenir_arith", "--limit", "4", "--batch-size", "4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{"):])
+    [row] = payload["results"]
+    assert row["benchmark"] == "provenir_arith" and row["num_examples"] == 4
+    assert row["score"] in (0.0, 0.25, 0.5, 0.75, 1.0)
