@@ -133,12 +133,14 @@ class StubJudge:
     criterion's content words found in the response``, rounded to 4 decimals.
     """
 
-    identity = "provenir.stub-judge:v1"
-
     def __init__(self, tie_margin: float = 1e-6):
         if tie_margin < 0:
             raise ConfigError(f"StubJudge(tie_margin={tie_margin}): must be >= 0")
         self.tie_margin = tie_margin
+
+    @property
+    def identity(self) -> str:
+        return f"provenir.stub-judge:v1:tie_margin={self.tie_margin}"
 
     @staticmethod
     def quality(prompt: str, response: str) -> float:

@@ -8,7 +8,6 @@ the same number, for the base model and for a PEFT adapter over it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

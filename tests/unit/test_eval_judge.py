@@ -122,7 +122,7 @@ def test_cached_judge_key_is_sha256_of_identity_method_inputs(tmp_path):
     judge = CachedJudge(inner=StubJudge(), cache_dir=tmp_path)
     judge.score_rubric("p", "r", ["c"])
     key = sha256_json(
-        {"format": 1, "judge": StubJudge.identity, "method": "score_rubric",
+        {"format": 1, "judge": StubJudge().identity, "method": "score_rubric",
          "inputs": {"prompt": "p", "response": "r", "criteria": ["c"]}}
     )
     entry = json.loads((tmp_path / key[:2] / f"{key}.json").read_text())
