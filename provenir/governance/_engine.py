@@ -19,6 +19,7 @@ token or an address inside it is still typed precisely.
 from __future__ import annotations
 
 import bisect
+import re
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,8 @@ _ALTERNATIVES: list[tuple[str, str]] = [
     ("ipv6", r"[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){2,}(?:[0-9]+(?:\.[0-9]+){3})?"),
     ("ipv4", r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+"),
     ("iban", r"[A-Z][A-Z][0-9][0-9](?: ?[A-Z0-9])+"),
-    ("num", r"\+?\(?[0-9][0-9 ().\-]*[0-9]"),
+    # phone/card/SSN candidates: 7+ digits after "+", else 9+ digits, at most 2 separators apart
+    ("num", r"\+[0-9](?:[ ().\-]{0,2}[0-9]){6,}|\(?[0-9](?:[ ().\-]{0,2}[0-9]){8,}"),
 ]
 
 # minimum lengths (and exact lengths) of the vendor tokens, checked on candidates
@@ -95,6 +97,8 @@ _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _B64 = _ALNUM | frozenset(b"+/=_-")
 _PHONE_WORDS = (b"phone", b"tel", b"call", b"mobile", b"cell", b"fax", b"whatsapp", b"sms",
                 b"text me", b"contact", b"dial", b"reach me", b"number")
+_PHONE_CONTEXT = re.compile(
+    b"(?i)" + b"|".join(re.escape(w) for w in _PHONE_WORDS))
 _SSN_WORDS = (b"ssn", b"social security", b"social-security", b"ss#", b"ss #")
 _VERSION_WORDS = (b"v", b"version", b"ver", b"ver.", b"release", b"build", b"python", b"node")
 
@@ -149,7 +153,9 @@ def _compiled(groups: tuple[str, ...]) -> tuple[Any, list[tuple[int, str]], dict
         raise RuntimeError(regex.error())
     named = {name: index for name, index in regex.NamedCapturingGroups()}
     named = {k.decode() if isinstance(k, bytes) else k: i for k, i in named.items()}
-    top = [(named[name], name) for name, _ in _ALTERNATIVES if name in groups]
+    # exactly one top-level alternative takes part in a match, so the lookup order is free: the
+    # most frequent candidates (digit runs, addresses) are checked first
+    top = [(named[name], name) for name, _ in reversed(_ALTERNATIVES) if name in groups]
     return regex, top, named
 
 
@@ -452,14 +458,14 @@ class Engine:
         raw = buf[s:e]
         if len(raw) < 8:
             return [], None
-        digits = bytes(ch for ch in raw if 48 <= ch <= 57).decode()
+        digits = raw.translate(None, b" ().-+").decode()
         n = len(digits)
         plus = raw[:1] == b"+"
         if n < 9 and not (plus and n >= 7):
             return [], None
         separators = set(raw) - set(b"0123456789")
-        if 13 <= n <= 19 and not plus and separators <= {0x20, 0x2D} and v.luhn_ok(digits) \
-                and v.card_brand(digits) and self._card_grouping_ok(raw):
+        if 13 <= n <= 19 and not plus and separators <= {0x20, 0x2D} and v.card_brand(digits) \
+                and v.luhn_ok(digits) and self._card_grouping_ok(raw):
             return [("CREDIT_CARD", PII, s, e, False)], None
         if n == 9 and not plus:
             text = raw.decode()
@@ -481,8 +487,7 @@ class Engine:
         raw = buf[s:e]
         if n > 15 * 2 + 2:
             return []
-        context = buf[max(ls, s - 32):s].lower()
-        gate = plus or raw.startswith(b"00") or any(w in context for w in _PHONE_WORDS)
+        gate = plus or raw.startswith(b"00") or _PHONE_CONTEXT.search(buf, max(ls, s - 32), s) is not None
         if not gate:
             if Engine._NANP is None:
                 import re
