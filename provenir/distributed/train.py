@@ -80,6 +80,7 @@ class LaunchResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
     storage_uri: str | None = None
+    checkpoint: Any = field(default=None, repr=False)  # Ray's Checkpoint, between driver task and caller
 
     @property
     def ok(self) -> bool:
@@ -129,7 +130,9 @@ def launch(
     _check_launch(strategy, num_workers, use_gpu, max_failures)
     storage_path = _normalise_storage(storage_path)
     connect(address)
-    return run_on_cluster(
+    # Through Ray Client the trainer runs in a driver task on the cluster; the final checkpoint is
+    # fetched here, on the caller's side, so checkpoint_path is a folder the caller can read.
+    result = run_on_cluster(
         _fit,
         train_loop,
         loop_config,
@@ -140,9 +143,11 @@ def launch(
         max_failures=max_failures,
         resources_per_worker=resources_per_worker,
         num_to_keep=num_to_keep,
-        download_to=download_to,
         num_cpus=0.1,
     )
+    checkpoint, result.checkpoint = result.checkpoint, None
+    result.checkpoint_path = _local_copy(checkpoint, download_to)
+    return result
 
 
 def _check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: int) -> None:
@@ -181,8 +186,8 @@ def _fit(
     max_failures: int,
     resources_per_worker: dict[str, float] | None,
     num_to_keep: int | None,
-    download_to: str | None,
 ) -> LaunchResult:
+    """Build and fit the trainer; the result keeps Ray's final ``Checkpoint`` in ``.checkpoint``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -205,19 +210,16 @@ def _fit(
         result = trainer.fit()
     except Exception as exc:  # noqa: BLE001 - TrainingFailedError and friends: report, don't raise
         return LaunchResult(None, {}, exc, storage_uri)
-    return LaunchResult(
-        _local_copy(result.checkpoint, download_to),
-        dict(result.metrics or {}),
-        result.error,
-        storage_uri,
-    )
+    return LaunchResult(None, dict(result.metrics or {}), result.error, storage_uri, result.checkpoint)
 
 
 def _local_copy(checkpoint: Any, download_to: str | None) -> str | None:
+    import pyarrow.fs
+
     if checkpoint is None:
         return None
-    if _is_local(checkpoint):
-        return str(checkpoint.path)
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return str(checkpoint.path)  # on a remote cluster: a path on its shared storage
     target = download_to or tempfile.mkdtemp(prefix="provenir-ckpt-")
     return str(checkpoint.to_directory(target))
 

@@ -32,7 +32,8 @@ class SweepResult:
 
     metric: str
     mode: str
-    trials: list[dict[str, Any]] = field(default_factory=list)  # {"config", "metrics", "checkpoint_path", "error"}
+    #: one per trial: {"config", "metrics", "checkpoint_path" (local path or storage URI), "error"}
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok_trials(self) -> list[dict[str, Any]]:
@@ -106,7 +107,6 @@ def sweep(
             "max_failures": max_failures,
             "resources_per_worker": resources_per_worker,
             "num_to_keep": None,
-            "download_to": None,
         },
         storage_path=storage_path,
         name=name,
@@ -146,7 +146,7 @@ def _run_sweep(
         tune.report(
             {
                 **metrics,
-                "provenir_checkpoint_path": result.checkpoint_path or "",
+                "provenir_checkpoint_path": _checkpoint_uri(result.checkpoint),
                 "provenir_error": repr(result.error) if result.error is not None else "",
             }
         )
@@ -169,6 +169,14 @@ def _run_sweep(
         metrics = {k: v for k, v in metrics.items() if k in _user_keys(metrics)}
         out.trials.append({"config": config, "metrics": metrics, "checkpoint_path": checkpoint_path, "error": error})
     return out
+
+
+def _checkpoint_uri(checkpoint: Any) -> str:
+    """Where a trial's final checkpoint lives: a local path, or ``s3://``/``gs://`` URI (not downloaded)."""
+    if checkpoint is None:
+        return ""
+    scheme = {"S3FileSystem": "s3", "GcsFileSystem": "gs"}.get(type(checkpoint.filesystem).__name__)
+    return f"{scheme}://{checkpoint.path}" if scheme else str(checkpoint.path)
 
 
 _TUNE_BOOKKEEPING = {
