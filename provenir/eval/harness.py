@@ -306,7 +306,7 @@ class MultiMetricEvaluator:
         mean_diff = diffs.mean(axis=1)
         if n == 1:
             lower, upper = mean_diff, mean_diff
-            p_values = np.where(mean_diff == 0, 1.0, np.nan)
+            p_values = np.ones(len(names))  # one example is no evidence either way
         else:
             resampled = bootstrap_means(diffs, self.n_resamples, self.seed)
             lower, upper = percentile_interval(resampled, self.confidence)
@@ -315,7 +315,7 @@ class MultiMetricEvaluator:
             p_values = np.minimum(1.0, 2 * np.minimum(below, above))
         out = {}
         for i, name in enumerate(names):
-            p = float(p_values[i]) if math.isfinite(p_values[i]) else 1.0
+            p = float(p_values[i])
             out[name] = PairedDifference(
                 mean_a=float(scores_a[name].mean()),
                 mean_b=float(scores_b[name].mean()),

@@ -206,3 +206,8 @@ def test_rouge_l_equals_rouge_score_library():
         a = " ".join(rng.choice(vocab, rng.integers(1, 12)))
         b = " ".join(rng.choice(vocab, rng.integers(1, 12)))
         assert rouge_l(a, b) == pytest.approx(scorer.score(b, a)["rougeL"].fmeasure)
+
+
+def test_paired_comparison_single_example():
+    cmp = MultiMetricEvaluator(metrics=["exact_match"]).compare(_ds("x"), ["y"], ["x"]).metrics["exact_match"]
+    assert cmp.difference == 1.0 and cmp.ci_lower == cmp.ci_upper == 1.0 and cmp.n == 1 and cmp.p_value == 1.0
