@@ -33,6 +33,8 @@ def merge(
     no_check_base_model: bool = typer.Option(
         False, "--no-check-base-model", help="Merge adapters whose base_model_name_or_path differ."
     ),
+    output: str = typer.Option("adapter", "--output", help="adapter (PEFT LoRA) or model (folded into the base)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Base to fold into for --output model."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
     json_out: bool = JsonOption,
 ) -> None:
@@ -53,6 +55,8 @@ def merge(
             "dtype": dtype,
             "device": device,
             "check_base_model": not no_check_base_model,
+            "output": output,
+            "base_model": base_model,
         }
     )
     result = ModelMerger().merge(list(adapters), config, out, overwrite=overwrite)

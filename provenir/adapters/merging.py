@@ -77,6 +77,11 @@ class MergeConfig(BaseModel):
         device: where the arithmetic runs (``"cpu"``, ``"cuda"``…); DARE masks are reproducible on
             the same device type.
         check_base_model: refuse adapters whose ``base_model_name_or_path`` differ.
+        output: ``"adapter"`` (a PEFT LoRA folder) or ``"model"``: the merged adapter folded into
+            the base weights (PEFT's ``merge_and_unload``), saved as a standalone safetensors model
+            with the base's tokenizer; the merged adapter is kept in its ``adapter/`` subfolder.
+        base_model: the base to fold into for ``output="model"`` (a folder or a hub id); default
+            the adapters' ``base_model_name_or_path``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -93,6 +98,8 @@ class MergeConfig(BaseModel):
     dtype: str | None = None
     device: str = "cpu"
     check_base_model: bool = True
+    output: Literal["adapter", "model"] = "adapter"
+    base_model: str | None = None
 
     @field_validator("density")
     @classmethod
@@ -348,6 +355,8 @@ class ModelMerger:
             "dare_variant": config.dare_variant if config.strategy == "dare" else None,
             "dtype": str(out_dtype).replace("torch.", ""),
             "device_type": device.type,
+            "output": config.output,
+            "fold_base_model": (config.base_model or first.base_model) if config.output == "model" else None,
         }
         inputs_record = [
             {
@@ -376,7 +385,17 @@ class ModelMerger:
             atomic_write_text(
                 tmp / CONFIG_NAME, json.dumps(_output_config(first, rank), indent=2, sort_keys=True) + "\n"
             )
-            files = {CONFIG_NAME: sha256_file(tmp / CONFIG_NAME), WEIGHTS_NAME: sha256_file(tmp / WEIGHTS_NAME)}
+            if config.output == "model":
+                adapter_dir = tmp / "adapter"
+                adapter_dir.mkdir()
+                for name in (CONFIG_NAME, WEIGHTS_NAME):
+                    os.replace(tmp / name, adapter_dir / name)
+                _fold_into_base(adapter_dir, config.base_model or first.base_model, out_dtype, tmp)
+            files = {
+                path.relative_to(tmp).as_posix(): sha256_file(path)
+                for path in sorted(tmp.rglob("*"))
+                if path.is_file() and path.name != MERGE_MANIFEST_NAME
+            }
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "version": MANIFEST_VERSION,
@@ -385,7 +404,7 @@ class ModelMerger:
                 "parameters": parameters,
                 "base_model": first.base_model,
                 "inputs": inputs_record,
-                "output": {"files": files, "rank": rank, "modules": len(first.modules)},
+                "output": {"kind": config.output, "files": files, "rank": rank, "modules": len(first.modules)},
                 "svd_relative_error": {
                     "max": max(errors, default=0.0),
                     "mean": (sum(errors) / len(errors)) if errors else 0.0,
@@ -408,6 +427,28 @@ class ModelMerger:
             merge_id=merge_id,
             svd_relative_error_max=max(errors, default=0.0),
         )
+
+
+def _fold_into_base(adapter_dir: Path, base: str | None, dtype: torch.dtype, target: Path) -> None:
+    """Load ``base``, apply the merged adapter, fold it into the weights and save the model in ``target``."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not base:
+        raise ConfigError("output='model' needs the base model: the adapters name none; pass MergeConfig(base_model=...)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"output='model': the base model {base!r} cannot be loaded ({str(exc).splitlines()[0]}); "
+            "pass MergeConfig(base_model=...) with its folder or hub id"
+        ) from exc
+    folded = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    folded.save_pretrained(str(target), safe_serialization=True)
+    try:
+        AutoTokenizer.from_pretrained(base).save_pretrained(str(target))
+    except (OSError, ValueError):
+        pass  # a base without a tokenizer still gives a usable model folder
 
 
 def _move_into_place(tmp: Path, output_dir: Path, overwrite: bool) -> None:

@@ -101,3 +101,30 @@ def test_push_pull_round_trip_gives_the_same_model(tiny_model_dir, pair, tmp_pat
         before = _load(tiny_model_dir, merged.output_path)(input_ids=ids).logits
         after = _load(tiny_model_dir, pulled)(input_ids=ids).logits
     assert torch.equal(before, after)
+
+
+def test_output_model_folds_the_merge_into_the_base(tiny_model_dir, pair, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from provenir.adapters.merging import verify_merge
+    from provenir.core.errors import ConfigError
+
+    config = MergeConfig(strategy="ties", density=0.5, output="model")
+    result = ModelMerger().merge(list(pair), config, tmp_path / "model")
+    folder = result.output_path
+    assert (folder / "config.json").is_file() and (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert {"model.safetensors", "adapter/adapter_model.safetensors", "config.json"} <= set(result.files_sha256)
+    assert verify_merge(folder) == []
+    folded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    ids = tokenizer("12 + 30 =", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = _load(tiny_model_dir, folder / "adapter")(input_ids=ids).logits
+        torch.testing.assert_close(folded(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
+
+    missing = MergeConfig(strategy="ties", output="model", base_model=str(tmp_path / "no-such-base"))
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        ModelMerger().merge(list(pair), missing, tmp_path / "model2")
+    assert not (tmp_path / "model2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model2")]
