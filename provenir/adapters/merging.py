@@ -20,6 +20,8 @@ TIES and DARE make the update full-rank; it is factorised back to LoRA with a tr
 ``PeftModel.from_pretrained``) plus ``merge_manifest.json``: the inputs' sha256, the strategy and
 parameters, and the output files' sha256 — the merged adapter traces back to its parents. It is
 written to a temporary folder and renamed into place, so a crash leaves no half-written adapter.
+With ``output="model"`` the merged adapter is also folded into the base weights and the folder is a
+standalone model (the adapter kept in ``adapter/``).
 
 Example:
     >>> from provenir.adapters.merging import MergeConfig, ModelMerger
