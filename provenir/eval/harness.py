@@ -120,7 +120,7 @@ class PairedDifference:
 
     ``p_value`` is the two-sided bootstrap p-value of "no difference" (twice the share of resampled
     differences on the far side of zero, at most 1); ``b_better`` / ``a_better`` say whether the
-    whole interval lies above / below zero.
+    whole interval lies above / below zero (never with a single example).
     """
 
     mean_a: float
@@ -133,11 +133,11 @@ class PairedDifference:
 
     @property
     def b_better(self) -> bool:
-        return self.ci_lower > 0.0
+        return self.n > 1 and self.ci_lower > 0.0
 
     @property
     def a_better(self) -> bool:
-        return self.ci_upper < 0.0
+        return self.n > 1 and self.ci_upper < 0.0
 
 
 @dataclass

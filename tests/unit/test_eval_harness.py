@@ -211,3 +211,4 @@ def test_rouge_l_equals_rouge_score_library():
 def test_paired_comparison_single_example():
     cmp = MultiMetricEvaluator(metrics=["exact_match"]).compare(_ds("x"), ["y"], ["x"]).metrics["exact_match"]
     assert cmp.difference == 1.0 and cmp.ci_lower == cmp.ci_upper == 1.0 and cmp.n == 1 and cmp.p_value == 1.0
+    assert not cmp.b_better and not cmp.a_better
