@@ -13,17 +13,19 @@ from typing import Any
 
 __all__ = [
     "AuditLogger", "AuditVerification", "PIIMasker", "PIIScanResult", "PIIScanner",
-    "SecretScanResult", "SecretScanner", "default_audit_dir",
+    "ScanReport", "SecretScanResult", "SecretScanner", "default_audit_dir", "scan_files",
 ]
 
 _WHERE = {
     "AuditLogger": "audit", "AuditVerification": "audit", "default_audit_dir": "audit",
     "PIIMasker": "pii", "PIIScanResult": "pii", "PIIScanner": "pii",
     "SecretScanResult": "scanners", "SecretScanner": "scanners",
+    "ScanReport": "_files", "scan_files": "_files",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        return getattr(importlib.import_module(f"provenir.governance.{_WHERE[name]}"), name)
+        attr = "scan_files_local" if name == "scan_files" else name
+        return getattr(importlib.import_module(f"provenir.governance.{_WHERE[name]}"), attr)
     raise AttributeError(f"module 'provenir.governance' has no attribute {name!r}")

@@ -94,6 +94,11 @@ class BatchOp:
         self.salt = salt
         self.kinds = frozenset(k for k, on in ((PII, pii), (SECRET, secrets)) if on)
 
+    @staticmethod
+    def _error(summary: dict[str, Any], file: str, line: int, message: str) -> None:
+        summary["malformed"] += 1
+        summary["errors"].append({"file": file, "line": int(line), "message": f"{file}:{line}: {message}"})
+
     def run(self, files: Sequence[str], lines: Sequence[int], texts: Sequence[str | None],
             errors: Sequence[str | None]) -> tuple[list[str | None], list[str], dict[str, Any]]:
         """Returns (masked JSON text per row or None, finding JSON lines, summary)."""
@@ -110,10 +115,11 @@ class BatchOp:
                 continue
             try:
                 records.append(json.loads(text))
-            except (ValueError, RecursionError) as exc:
-                summary["malformed"] += 1
-                summary["errors"].append({"file": files[i], "line": int(lines[i]),
-                                          "message": f"{files[i]}:{lines[i]}: {exc}"})
+            except json.JSONDecodeError as exc:
+                self._error(summary, files[i], lines[i], f"invalid JSON at column {exc.colno}: {exc.msg}")
+                continue
+            except (ValueError, RecursionError):
+                self._error(summary, files[i], lines[i], "JSON nested too deeply or not valid")
                 continue
             where.append(i)
         finding_lines: list[str] = []
