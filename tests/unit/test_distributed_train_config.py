@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,30 @@ def test_sweep_rejects_bad_settings_before_touching_ray(tmp_path):
     ])
     assert result.best_config == {"lr": 3} and len(result.ok_trials) == 2
     assert SweepResult("loss", "min").best is None
+
+
+def test_final_checkpoint_location_local_and_remote(tmp_path):
+    import pyarrow.fs
+
+    from provenir.distributed.train import _flat_metrics, _local_copy
+    from provenir.distributed.tune import _checkpoint_uri
+
+    class FakeCheckpoint:  # the two attributes and the method launch uses
+        def __init__(self, path, filesystem):
+            self.path, self.filesystem = path, filesystem
+
+        def to_directory(self, target):
+            Path(target).mkdir(parents=True, exist_ok=True)
+            (Path(target) / "adapter_model.safetensors").write_bytes(b"w")
+            return target
+
+    local = FakeCheckpoint(str(tmp_path / "ckpt"), pyarrow.fs.LocalFileSystem())
+    assert _local_copy(local, None) == str(tmp_path / "ckpt")  # read in place, never copied
+    assert _local_copy(None, None) is None
+    remote = FakeCheckpoint("bucket/runs/x/checkpoint-000010", pyarrow.fs.SubTreeFileSystem("/", pyarrow.fs.LocalFileSystem()))
+    fetched = _local_copy(remote, str(tmp_path / "down"))
+    assert fetched == str(tmp_path / "down") and (tmp_path / "down" / "adapter_model.safetensors").is_file()
+    assert _checkpoint_uri(local) == str(tmp_path / "ckpt") and _checkpoint_uri(None) == ""
+    assert _flat_metrics([{"loss": 2.0, "step": 1}, {"loss": 1.5, "grad_norm": float("nan"), "tag": "x"}]) == {
+        "loss": 1.5, "step": 1,
+    }
