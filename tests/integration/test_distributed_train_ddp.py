@@ -85,10 +85,12 @@ def _tiny_lora_loop(config: dict) -> None:
         data_seed=seed,
         full_determinism=True,
         dataloader_num_workers=0,
-        use_cpu=True,
+        use_cpu=not config.get("use_gpu", False),
         report_to=[],
         disable_tqdm=True,
-        **strategy_training_args("ddp", 2, use_gpu=False),
+        **strategy_training_args(
+            config.get("strategy", "ddp"), config.get("deepspeed_stage", 2), use_gpu=config.get("use_gpu", False)
+        ),
     )
     trainer = Trainer(
         model=model,
@@ -166,3 +168,29 @@ def test_ddp_two_workers_deterministic_restart_and_resume(ray_local, picklable_l
     other_seed = run("c", 1)
     assert other_seed.error is None, other_seed.error
     assert _adapter_sha(other_seed.checkpoint_path) != reference_sha
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("strategy", "stage"), [("ddp", 2), ("fsdp", 2), ("deepspeed", 1), ("deepspeed", 2), ("deepspeed", 3)]
+)
+def test_gpu_strategies_train_checkpoint_and_restart(ray_local, picklable_loop, tmp_path, strategy, stage):
+    """Where GPUs exist: every strategy trains, checkpoints and survives a killed worker."""
+    import torch
+
+    from provenir.distributed.train import launch
+
+    workers = torch.cuda.device_count()
+    if workers < 2:
+        pytest.skip("needs 2 GPUs")
+    kill = str(tmp_path / "kill-7")
+    result = launch(
+        picklable_loop,
+        {"seed": 0, "strategy": strategy, "deepspeed_stage": stage, "use_gpu": True, "kills": {7: kill}},
+        num_workers=2, use_gpu=True, storage_path=str(tmp_path / "runs"), name=f"{strategy}-{stage}",
+        max_failures=1, strategy=strategy,
+    )
+    assert Path(kill).exists()
+    assert result.error is None, result.error
+    assert Path(result.checkpoint_path).name == f"checkpoint-{MAX_STEPS:06d}"
+    assert json.loads((Path(result.checkpoint_path) / "trainer_state.json").read_text())["global_step"] == MAX_STEPS
