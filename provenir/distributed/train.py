@@ -114,11 +114,12 @@ def launch(
         loop_config: its only argument.
         num_workers: workers in the group (``num_gpus × num_nodes`` for a GPU run).
         use_gpu: one GPU per worker, NCCL; otherwise CPU workers over gloo.
-        storage_path: local folder or object-storage URI (``s3://…``, ``gs://…``) for checkpoints.
+        storage_path: local folder or object-storage URI (``s3://…``, ``gs://…``) for checkpoints;
+            on a multi-node cluster a local folder must be shared storage (NFS, EFS, …).
         name: the run's folder under ``storage_path``.
         max_failures: worker-group restarts before the run fails.
-        strategy: ``ddp``, ``fsdp`` or ``deepspeed`` (the loop applies
-            :func:`strategy_training_args`; this picks the process-group backend and checks it).
+        strategy: ``ddp``, ``fsdp`` or ``deepspeed``, checked here; the loop applies it through
+            :func:`strategy_training_args`. The process group is gloo on CPU, NCCL on GPU.
         address: a Ray address (``None``: ``RAY_ADDRESS`` or an embedded instance).
         resources_per_worker: overrides Ray's default (1 CPU, plus 1 GPU with ``use_gpu``).
         num_to_keep: checkpoints kept in storage (``None``: all).
