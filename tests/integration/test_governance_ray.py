@@ -9,7 +9,7 @@ import pytest
 
 from provenir.governance._files import scan_files_local
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _write(path: Path, n: int) -> list[dict]:

@@ -111,6 +111,7 @@ def _writer(args: tuple[str, int, int]) -> None:
         logger.log("worker.event", f"w{worker}", i=i, pad="x" * (i % 300))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_four_processes_500_events_each(tmp_path):
     ctx = multiprocessing.get_context("spawn")
