@@ -498,6 +498,22 @@ def _dpo_worker_loop(loop_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_loop(cfg: dict[str, Any]) -> dict[str, Any]:
+    import datasets.utils.logging as datasets_logging
+    import transformers.utils.logging as transformers_logging
+
+    bars = (datasets_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    datasets_logging.disable_progress_bar()  # per-map bars drown the per-step progress lines
+    transformers_logging.disable_progress_bar()
+    try:
+        return _train_once(cfg)
+    finally:
+        if bars[0]:
+            datasets_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+
+
+def _train_once(cfg: dict[str, Any]) -> dict[str, Any]:
     from provenir.train._determinism import seed_everything
 
     seed_everything(cfg["seed"], cfg["deterministic"])
