@@ -158,3 +158,24 @@ def test_presidio_engine_wiring(spacy_pipeline):
     assert by_type["PERSON"].source == "ner" and by_type["EMAIL"].source == "pattern"
     masked = PIIMasker(ner="presidio", ner_model=spacy_pipeline).mask(JsonlDataset([record]))
     assert masked.records[0]["messages"][0]["content"] == "<PERSON> moved to <LOCATION>; mail <EMAIL>"
+
+
+def test_file_scan_reports_bad_lines_with_file_and_line(tmp_path):
+    from provenir.governance import scan_files
+
+    path = tmp_path / "mixed.jsonl"
+    with open(path, "wb") as handle:
+        handle.write(b'{"a": "x@y.io"}\n')
+        handle.write(b'{"deep": ' + b"[" * 5000 + b"]" * 5000 + b"}\n")      # too deep for json
+        handle.write(b'{"big": "' + b"w " * 1_000_000 + b'z@q.io"}\n')        # 2 MB string
+        handle.write(b'{"bad": "\xc3\x28"}\n')                                 # invalid UTF-8
+        handle.write(b'"a string, not an object"\n')
+        handle.write(b"\n")
+        handle.write(b'{"n": 1, "s": "ok"}\n')
+    report = scan_files([str(path)], mask_dir=str(tmp_path / "m"), mask_mode="placeholder")
+    assert report.records == 6 and report.malformed == 3
+    assert [e["line"] for e in report.errors] == [2, 4, 5]
+    assert all(e["message"].startswith(f"{path}:{e['line']}:") for e in report.errors)
+    assert report.pii == {"EMAIL": 2}
+    masked = (tmp_path / "m" / "mixed.jsonl").read_text().splitlines()
+    assert len(masked) == 3 and masked[0] == '{"a": "<EMAIL>"}' and masked[2] == '{"n": 1, "s": "ok"}'
