@@ -205,8 +205,10 @@ class HubClient:
                 message = f"{action}: the hub answered HTTP {status} for {repo_id} ({_server_message(exc)})"
         except hf_errors.OfflineModeIsEnabled:
             message = f"{action}: HF_HUB_OFFLINE is set; unset it to reach {self.endpoint}"
-        except (OSError, ConnectionError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             message = f"{action}: cannot reach the hub at {self.endpoint} ({type(exc).__name__}: {_first_line(exc)})"
+        except OSError as exc:  # local disk: permissions, space, a file in the way
+            message = f"{action}: {type(exc).__name__}: {exc}"
         except Exception as exc:
             if _is_transport_error(exc):
                 message = (
