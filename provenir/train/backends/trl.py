@@ -75,6 +75,7 @@ class TRLBackend:
         callbacks: list[Any] | None = None,
         progress: bool = False,
         address: str | None = None,
+        init_adapter: str | None = None,
         **_: Any,
     ) -> TrainingResult:
         """Supervised fine-tuning on ``train_dataset`` formatted by ``config.data.template``.
@@ -91,6 +92,8 @@ class TRLBackend:
             callbacks: extra ``transformers.TrainerCallback`` objects (in-process training only).
             progress: print one line per logging step to stderr.
             address: Ray address for distributed training (default: ``RAY_ADDRESS`` or local).
+            init_adapter: a saved LoRA adapter folder to continue training from (instead of a
+                fresh adapter); RLAIF passes the previous iteration's adapter.
 
         Raises:
             ConfigError, DataError, DependencyError: before any training starts.
@@ -98,7 +101,7 @@ class TRLBackend:
         return self._run(
             "sft", config, train_dataset, eval_dataset, inputs=inputs, provenance=provenance,
             store=store, command=command, resume_run_id=resume_run_id, callbacks=callbacks,
-            progress=progress, address=address,
+            progress=progress, address=address, init_adapter=init_adapter,
         )
 
     def train_dpo(
@@ -115,6 +118,7 @@ class TRLBackend:
         callbacks: list[Any] | None = None,
         progress: bool = False,
         address: str | None = None,
+        init_adapter: str | None = None,
         **_: Any,
     ) -> TrainingResult:
         """DPO on ``{"prompt", "chosen", "rejected"}`` pairs (TRL's DPOTrainer, LoRA reference =
@@ -123,7 +127,7 @@ class TRLBackend:
         return self._run(
             "dpo", config, preference_dataset, eval_dataset, inputs=inputs, provenance=provenance,
             store=store, command=command, resume_run_id=resume_run_id, callbacks=callbacks,
-            progress=progress, address=address,
+            progress=progress, address=address, init_adapter=init_adapter,
         )
 
     # -- the run ----------------------------------------------------------------------------------
@@ -143,8 +147,11 @@ class TRLBackend:
         callbacks: list[Any] | None,
         progress: bool,
         address: str | None,
+        init_adapter: str | None = None,
     ) -> TrainingResult:
         prepared = prepare(method, config, train, evaluation)
+        if init_adapter is not None and not Path(init_adapter).is_dir():
+            raise ConfigError(f"init_adapter: {init_adapter} is not an adapter folder")
         store = store or ArtifactStore(config.store_root)
         dataset_hash = (inputs or {}).get("train", {}).get("sha256") or prepared["dataset_hash"]
         resume_from: str | None = None
@@ -170,6 +177,7 @@ class TRLBackend:
             method, config, prepared, output_dir=str(hf_output), adapter_dir=str(adapter_dir),
             metrics_path=str(workdir / METRICS_FILE), progress=progress, resume_from=resume_from,
         )
+        loop_config["init_adapter"] = str(init_adapter) if init_adapter is not None else None
         try:
             if distributed:
                 metrics = _launch_distributed(method, config, loop_config, store, recorder, address)
@@ -533,7 +541,7 @@ def _train_once(cfg: dict[str, Any]) -> dict[str, Any]:
             ray_callbacks.append(ray_report_callback())
             resume = resume_checkpoint_dir()
     tokenizer = load_tokenizer(cfg["model"])
-    model = load_model(cfg["model"], peft=cfg["peft"], use_gpu=cfg["use_gpu"])
+    model = load_model(cfg["model"], peft=cfg["peft"], use_gpu=cfg["use_gpu"], init_adapter=cfg.get("init_adapter"))
     trainer = _build_trainer(cfg, model, tokenizer, strategy_args)
     from transformers.trainer_callback import PrinterCallback
 
@@ -553,8 +561,16 @@ def _train_once(cfg: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def load_model(model_path: str, *, peft: dict[str, Any] | None, use_gpu: bool) -> Any:
-    """The base model (quantized for QLoRA), wrapped in a LoRA adapter when ``peft`` is set."""
+def load_model(
+    model_path: str, *, peft: dict[str, Any] | None, use_gpu: bool, init_adapter: str | None = None
+) -> Any:
+    """The base model (quantized for QLoRA), wrapped in a LoRA adapter when ``peft`` is set.
+
+    With ``init_adapter`` the saved adapter is loaded (trainable) instead of a fresh one; without
+    ``peft`` (full fine-tuning) the model itself is loaded from that folder.
+    """
+    if init_adapter is not None and peft is None:
+        model_path = init_adapter
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -583,6 +599,10 @@ def load_model(model_path: str, *, peft: dict[str, Any] | None, use_gpu: bool) -
 
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if init_adapter is not None:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     targets = peft["target_modules"]
     lora = LoraConfig(
         r=peft["rank"],
