@@ -80,7 +80,8 @@ class LaunchResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
     storage_uri: str | None = None
-    checkpoint: Any = field(default=None, repr=False)  # Ray's Checkpoint, between driver task and caller
+    # Ray's Checkpoint, handed from the driver task to the caller (which sets checkpoint_path)
+    checkpoint: Any = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -114,8 +115,8 @@ def launch(
         loop_config: its only argument.
         num_workers: workers in the group (``num_gpus × num_nodes`` for a GPU run).
         use_gpu: one GPU per worker, NCCL; otherwise CPU workers over gloo.
-        storage_path: local folder or object-storage URI (``s3://…``, ``gs://…``) for checkpoints;
-            on a multi-node cluster a local folder must be shared storage (NFS, EFS, …).
+        storage_path: local folder or object-storage URI (``s3://…``, ``gs://…``) for
+            checkpoints; on a multi-node cluster a local folder must be shared (NFS, EFS, …).
         name: the run's folder under ``storage_path``.
         max_failures: worker-group restarts before the run fails.
         strategy: ``ddp``, ``fsdp`` or ``deepspeed``, checked here; the loop applies it through
@@ -211,7 +212,8 @@ def _fit(
         result = trainer.fit()
     except Exception as exc:  # noqa: BLE001 - TrainingFailedError and friends: report, don't raise
         return LaunchResult(None, {}, exc, storage_uri)
-    return LaunchResult(None, dict(result.metrics or {}), result.error, storage_uri, result.checkpoint)
+    metrics = dict(result.metrics or {})
+    return LaunchResult(None, metrics, result.error, storage_uri, result.checkpoint)
 
 
 def _local_copy(checkpoint: Any, download_to: str | None) -> str | None:
@@ -274,7 +276,7 @@ def checkpoint_rank(relative_path: str) -> int | None:
 
 
 def files_for_rank(folder: str | Path, rank: int) -> list[str]:
-    """Relative paths in ``folder`` that ``rank`` uploads: its own rank files; rank 0 also the shared."""
+    """Relative paths in ``folder`` that ``rank`` uploads: its rank files (rank 0: also shared)."""
     folder = Path(folder)
     chosen = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -345,7 +347,9 @@ def _flat_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def strategy_training_args(strategy: str, deepspeed_stage: int = 2, use_gpu: bool = False) -> dict[str, Any]:
+def strategy_training_args(
+    strategy: str, deepspeed_stage: int = 2, use_gpu: bool = False
+) -> dict[str, Any]:
     """Extra ``transformers.TrainingArguments`` (or TRL config) kwargs for a strategy.
 
     * ``none``: nothing.
@@ -360,7 +364,9 @@ def strategy_training_args(strategy: str, deepspeed_stage: int = 2, use_gpu: boo
     the same meaning spelled in ``fsdp_config`` is the current form.
     """
     if strategy not in STRATEGIES:
-        raise ConfigError(f"distributed.strategy: unknown {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        raise ConfigError(
+            f"distributed.strategy: unknown {strategy!r}; allowed: {', '.join(STRATEGIES)}"
+        )
     if strategy == "none":
         return {}
     backend = "nccl" if use_gpu else "gloo"
@@ -375,7 +381,9 @@ def strategy_training_args(strategy: str, deepspeed_stage: int = 2, use_gpu: boo
     return args
 
 
-def fsdp_config(*, cpu_offload: bool = False, activation_checkpointing: bool = False) -> dict[str, Any]:
+def fsdp_config(
+    *, cpu_offload: bool = False, activation_checkpointing: bool = False
+) -> dict[str, Any]:
     """The ``fsdp_config`` for ``TrainingArguments``: FSDP2, full shard, transformer auto-wrap."""
     return {
         "version": 2,
@@ -400,7 +408,7 @@ def deepspeed_config(
     Args:
         stage: ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also parameters.
         offload: put optimizer states (stage ≥ 1) and parameters (stage 3) in CPU memory.
-        bucket_size: reduce/prefetch bucket size in elements (``"auto"``: from the model's hidden size).
+        bucket_size: reduce/prefetch bucket size in elements (``"auto"``: from the hidden size).
         gradient_clipping: ``"auto"`` follows ``max_grad_norm``.
 
     Raises:

@@ -120,7 +120,10 @@ def param_space(search_space: dict[str, Any]) -> dict[str, Any]:
     """Tune's ``param_space`` for a plain search space: lists become grid searches."""
     from ray import tune
 
-    return {k: tune.grid_search(list(v)) if isinstance(v, list | tuple) else v for k, v in search_space.items()}
+    return {
+        k: tune.grid_search(list(v)) if isinstance(v, list | tuple) else v
+        for k, v in search_space.items()
+    }
 
 
 def _run_sweep(
@@ -141,8 +144,13 @@ def _run_sweep(
 
     def trainable(trial_config: dict[str, Any]) -> None:
         trial_id = tune.get_context().get_trial_id()
-        result = _fit(train_loop, {**loop_config, **trial_config}, name=f"{name}-{trial_id}", **launch_kwargs)
-        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        merged = {**loop_config, **trial_config}
+        result = _fit(train_loop, merged, name=f"{name}-{trial_id}", **launch_kwargs)
+        metrics = {
+            k: v
+            for k, v in result.metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         tune.report(
             {
                 **metrics,
@@ -167,12 +175,15 @@ def _run_sweep(
         error = metrics.pop("provenir_error", "") or (repr(trial.error) if trial.error else None)
         config = {k: trial.config[k] for k in search_space if k in (trial.config or {})}
         metrics = {k: v for k, v in metrics.items() if k in _user_keys(metrics)}
-        out.trials.append({"config": config, "metrics": metrics, "checkpoint_path": checkpoint_path, "error": error})
+        out.trials.append(
+            {"config": config, "metrics": metrics, "checkpoint_path": checkpoint_path,
+             "error": error}
+        )
     return out
 
 
 def _checkpoint_uri(checkpoint: Any) -> str:
-    """Where a trial's final checkpoint lives: a local path, or ``s3://``/``gs://`` URI (not downloaded)."""
+    """Where a trial's final checkpoint lives: a local path or an ``s3://``/``gs://`` URI."""
     if checkpoint is None:
         return ""
     scheme = {"S3FileSystem": "s3", "GcsFileSystem": "gs"}.get(type(checkpoint.filesystem).__name__)
@@ -181,7 +192,8 @@ def _checkpoint_uri(checkpoint: Any) -> str:
 
 _TUNE_BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
+    "time_since_restore",
     "iterations_since_restore", "experiment_tag",
 }
 

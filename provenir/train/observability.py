@@ -73,7 +73,8 @@ class ObservabilityConfig(BaseModel):
     @classmethod
     def _backend(cls, v: str) -> str:
         if v not in SINK_REGISTRY:
-            raise ValueError(f"unknown observability backend {v!r}; allowed: {', '.join(SINK_REGISTRY)}")
+            allowed = ", ".join(SINK_REGISTRY)
+            raise ValueError(f"unknown observability backend {v!r}; allowed: {allowed}")
         return v
 
     @field_validator("log_every_n_steps")
@@ -113,7 +114,8 @@ class _WandbSink(_Sink):
         from provenir.core.errors import require
 
         wandb = require("wandb", feature="observability_backend='wandb'", extra="observability")
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        default_mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        mode = os.environ.get("WANDB_MODE") or default_mode
         self.run = wandb.init(
             project=_project(config),
             name=config.run_name,
@@ -144,9 +146,10 @@ class _MlflowSink(_Sink):
         self.tracking_uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(_project(config))
-        experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment(_project(config))
-        )
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            experiment_id = self.client.create_experiment(_project(config))
         tags = dict(tag.split("=", 1) if "=" in tag else (tag, "true") for tag in config.tags)
         run = self.client.create_run(experiment_id, run_name=config.run_name, tags=tags)
         self.run_id = run.info.run_id
@@ -223,7 +226,8 @@ class TrainingObserver:
     def __init__(self, config: ObservabilityConfig, *, rank: int | None = None):
         if config.backend not in SINK_REGISTRY:
             raise ConfigError(
-                f"observability_backend: unknown {config.backend!r}; allowed: {', '.join(SINK_REGISTRY)}"
+                f"observability_backend: unknown {config.backend!r}; "
+                f"allowed: {', '.join(SINK_REGISTRY)}"
             )
         self.config = config
         self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
@@ -258,7 +262,7 @@ class TrainingObserver:
                 self._disable("could not close", exc)
 
     def log_step(self, step: int, metrics: dict[str, float], *, force: bool = False) -> None:
-        """Log ``metrics`` at ``step`` when ``step`` is a multiple of ``log_every_n_steps`` (or ``force``).
+        """Log ``metrics`` at ``step`` if it is a multiple of ``log_every_n_steps`` (or ``force``).
 
         Non-numeric and non-finite values are dropped.
         """
