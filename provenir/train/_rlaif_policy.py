@@ -158,8 +158,10 @@ class TransformersPolicy:
                     torch.manual_seed(seed * 1_000_003 + batch)  # per batch: reproducible
                 with torch.no_grad():
                     generated = self.model.generate(**enc, **kwargs)
-                decoded = tok.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
-                cleaned = [_cut(text.replace(tok.pad_token or "\0", "")) for text in decoded]
+                cleaned = []
+                for row in generated[:, enc["input_ids"].shape[1] :].tolist():
+                    end = next((i for i, token in enumerate(row) if token in self._eos), len(row))
+                    cleaned.append(_cut(tok.decode(row[:end], skip_special_tokens=True)))
                 out.extend(cleaned[i : i + n] for i in range(0, len(cleaned), n))
         finally:
             tok.padding_side = side
