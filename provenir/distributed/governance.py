@@ -1,9 +1,12 @@
 """Governance on Ray Data: the same per-batch op as in process, over any amount of JSONL/Parquet.
 
-Rows come from :func:`provenir.distributed.data.read_records` (``file``, ``line``, ``json``,
-``error``; local paths or fsspec URIs); an actor pool of ``workers`` runs
-:class:`provenir.governance._files.BatchOp` (the engine is compiled once per actor) through
-:func:`~provenir.distributed.data.map_records`. A datasink then writes, from the workers, the masked
+JSONL files (local paths or fsspec URIs) are cut into byte-range shards aligned to line ends, with
+exact line numbers (:func:`provenir.distributed.data.plan_shards` and one newline-count pass); an
+actor pool of ``workers`` reads, parses and scans whole shards with
+:class:`provenir.governance._files.BatchOp` (the engine is compiled once per actor), through
+:func:`~provenir.distributed.data.map_records`. Parquet goes through
+:func:`~provenir.distributed.data.read_records` rows (``file``, ``line``, ``json``, ``error``) and
+the same op. A datasink then writes, from the workers, the masked
 records (``mask_dir/part-*.jsonl``, in input order) and the findings (``findings_dir/part-*.jsonl``)
 and returns one small summary per write task; the driver only adds those summaries up. No record
 ever passes through the driver.
@@ -26,11 +29,14 @@ from typing import Any
 
 from provenir.governance._files import BatchOp, ScanReport, new_summary
 
-__all__ = ["GovernanceActor", "scan_files"]
+__all__ = ["GovernanceActor", "GovernanceShardActor", "scan_files"]
+
+DEFAULT_GOVERNANCE_SHARD_BYTES = 4 << 20
 
 
 class GovernanceActor:
-    """Ray Data actor: one compiled engine (and NER model, if any) per worker."""
+    """Ray Data actor over rows ``(file, line, json, error)`` (the Parquet path): one compiled engine
+    (and NER model, if any) per worker."""
 
     def __init__(self, **op_kwargs: Any):
         self.op = BatchOp(**op_kwargs)
@@ -44,10 +50,81 @@ class GovernanceActor:
         n = len(files)
         # the batch's findings and summary ride on its first row; the rest carry None
         return {
-            "masked": masked,
+            "masked": [None if m is None else m + "\n" for m in masked],
             "findings": (["\n".join(finding_lines) if finding_lines else None] + [None] * (n - 1)) if n else [],
             "summary": ([json.dumps(summary)] + [None] * (n - 1)) if n else [],
         }
+
+
+class GovernanceShardActor:
+    """Ray Data actor over JSONL byte-range shards: reads, parses, scans and masks a whole shard.
+
+    Reading inside the actor pool (instead of a row-per-record read stage) lets the reading scale with
+    the workers and keeps per-record work out of Ray Data's row machinery; one output row per shard
+    carries the shard's masked lines, finding lines and summary.
+    """
+
+    def __init__(self, batch_size: int = 1024, **op_kwargs: Any):
+        self.op = BatchOp(**op_kwargs)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from provenir.distributed.data import _read_range
+        from provenir.governance._files import merge_summary, parse_line
+
+        out: dict[str, list[Any]] = {"masked": [], "findings": [], "summary": []}
+        for file, start, end, first_line in zip(batch["file"], batch["start"], batch["end"], batch["first_line"]):
+            file = str(file)
+            data = _read_range(file, int(start), int(end))
+            lines = data.split(b"\n")
+            if lines and lines[-1] == b"":
+                lines.pop()
+            summary = new_summary()
+            masked_parts: list[str] = []
+            finding_parts: list[str] = []
+            rows: list[tuple[str, int, str | None, str | None]] = []
+
+            def flush() -> None:
+                if not rows:
+                    return
+                files, numbers, texts, errors = zip(*rows)
+                masked, finding_lines, part = self.op.run(files, numbers, texts, errors)
+                merge_summary(summary, part)
+                masked_parts.extend(f"{m}\n" for m in masked if m is not None)
+                finding_parts.extend(finding_lines)
+                rows.clear()
+
+            for offset, raw in enumerate(lines):
+                number = int(first_line) + offset
+                parsed = parse_line(raw, file, number)
+                if parsed is not None:
+                    rows.append((file, number, parsed[0], parsed[1]))
+                    if len(rows) >= self.batch_size:
+                        flush()
+            flush()
+            out["masked"].append("".join(masked_parts) or None)
+            out["findings"].append("\n".join(finding_parts) or None)
+            out["summary"].append(json.dumps(summary))
+        return out
+
+
+def _jsonl_shards(files: list[str], shard_bytes: int) -> Any:
+    """Shards with exact first line numbers (one newline-count pass, one integer per shard back)."""
+    import ray.data
+
+    from provenir.distributed.data import _count_newlines, plan_shards
+
+    shards = [s for path in files for s in plan_shards(path, shard_bytes)]
+    if not shards:
+        return None
+    counted = ray.data.from_items(shards, override_num_blocks=len(shards)).map(_count_newlines)
+    counts = {(r["file"], r["start"]): r["newlines"] for r in counted.take_all()}
+    first: dict[str, int] = {}
+    for shard in shards:
+        line = first.setdefault(shard["file"], 1)
+        shard["first_line"] = line
+        first[shard["file"]] = line + counts[(shard["file"], shard["start"])]
+    return ray.data.from_items(shards, override_num_blocks=len(shards))
 
 
 def _governance_datasink(mask_dir: str | None, findings_dir: str | None) -> Any:
@@ -55,6 +132,7 @@ def _governance_datasink(mask_dir: str | None, findings_dir: str | None) -> Any:
     from ray.data.datasource import Datasink
 
     from provenir.distributed.data import _fs_and_path
+    from provenir.governance._files import merge_summary
 
     class GovernanceDatasink(Datasink):
         """Writes masked records and findings from the workers; returns per-task summaries."""
@@ -66,17 +144,11 @@ def _governance_datasink(mask_dir: str | None, findings_dir: str | None) -> Any:
             for block in blocks:
                 table = BlockAccessor.for_block(block).to_arrow()
                 if mask_dir:
-                    masked_parts.extend(f"{m}\n" for m in table.column("masked").to_pylist() if m is not None)
+                    masked_parts.extend(m for m in table.column("masked").to_pylist() if m)
                 finding_parts.extend(f"{f}\n" for f in table.column("findings").to_pylist() if f)
                 for raw in table.column("summary").to_pylist():
                     if raw:
-                        part = json.loads(raw)
-                        for key in ("records", "malformed", "records_with_pii", "records_with_secrets"):
-                            summary[key] += part[key]
-                        for key in ("pii", "secrets", "placeholders"):
-                            for etype, count in part[key].items():
-                                summary[key][etype] = summary[key].get(etype, 0) + count
-                        summary["errors"].extend(part["errors"][:1000])
+                        merge_summary(summary, json.loads(raw))
             name = f"part-{ctx.task_idx:06d}.jsonl"
             for folder, parts in ((mask_dir, masked_parts), (findings_dir, finding_parts)):
                 if folder and parts:
@@ -118,10 +190,12 @@ def scan_files(
     """
     from provenir.core.errors import DataError
     from provenir.distributed.cluster import connect, run_on_cluster
-    from provenir.distributed.data import DEFAULT_SHARD_BYTES, _fs_and_path, expand_paths
+    from provenir.distributed.data import _fs_and_path, expand_paths
 
     connect(address)
     files = expand_paths(paths)
+    if len({f.endswith(".parquet") for f in files}) > 1:
+        raise DataError("mix of Parquet and JSONL inputs; scan them separately")
     targets = {}
     for name, folder in (("mask_dir", mask_dir), ("findings_dir", findings_dir)):
         if folder:
@@ -138,19 +212,26 @@ def scan_files(
     started = time.perf_counter()
 
     def pipeline() -> list[dict[str, Any]]:
-        from provenir.distributed.data import map_records, read_records, set_preserve_order
-
         import ray
 
+        from provenir.distributed.data import map_records, read_records, set_preserve_order
+
         set_preserve_order(True)
-        ds = read_records(files, shard_bytes=shard_bytes or DEFAULT_SHARD_BYTES)
-        # leave one CPU to the read tasks, or a pool as wide as the cluster starves them
+        # leave one CPU to the other stages, or a pool as wide as the cluster starves them
         cpus = float(ray.cluster_resources().get("CPU", workers + 1))
         per_actor = max(0.1, min(1.0, (cpus - 1.0) / workers))
-        ds = map_records(ds, GovernanceActor, batch_size=batch_size, actors=workers, num_cpus=per_actor,
-                         fn_constructor_kwargs=op_kwargs)
         sink = _governance_datasink(targets.get("mask_dir", (None, None))[1],
                                     targets.get("findings_dir", (None, None))[1])
+        if all(f.endswith(".parquet") for f in files):
+            ds = read_records(files)
+            ds = map_records(ds, GovernanceActor, batch_size=batch_size, actors=workers, num_cpus=per_actor,
+                             fn_constructor_kwargs=op_kwargs)
+        else:
+            ds = _jsonl_shards(files, shard_bytes or DEFAULT_GOVERNANCE_SHARD_BYTES)
+            if ds is None:
+                return []
+            ds = map_records(ds, GovernanceShardActor, batch_size=1, actors=workers, num_cpus=per_actor,
+                             fn_constructor_kwargs={**op_kwargs, "batch_size": batch_size})
         ds.write_datasink(sink)
         return sink.summaries
 

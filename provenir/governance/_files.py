@@ -60,15 +60,24 @@ class ScanReport:
 
     def add_counts(self, other: dict[str, Any]) -> None:
         """Merge a partial summary (one batch or one Ray write task)."""
+        mine = {key: getattr(self, key) for key in ("records", "malformed", "records_with_pii",
+                                                     "records_with_secrets", "pii", "secrets",
+                                                     "placeholders", "errors")}
+        merge_summary(mine, {**new_summary(), **other})
         for key in ("records", "malformed", "records_with_pii", "records_with_secrets"):
-            setattr(self, key, getattr(self, key) + other.get(key, 0))
-        for key in ("pii", "secrets", "placeholders"):
-            mine = getattr(self, key)
-            for etype, n in other.get(key, {}).items():
-                mine[etype] = mine.get(etype, 0) + n
-        room = MAX_LISTED_ERRORS - len(self.errors)
-        if room > 0:
-            self.errors.extend(other.get("errors", [])[:room])
+            setattr(self, key, mine[key])
+
+
+def merge_summary(into: dict[str, Any], part: dict[str, Any], max_errors: int = MAX_LISTED_ERRORS) -> None:
+    """Add a partial summary (one batch, one shard, one write task) into ``into``."""
+    for key in ("records", "malformed", "records_with_pii", "records_with_secrets"):
+        into[key] += part[key]
+    for key in ("pii", "secrets", "placeholders"):
+        for etype, count in part[key].items():
+            into[key][etype] = into[key].get(etype, 0) + count
+    room = max_errors - len(into["errors"])
+    if room > 0:
+        into["errors"].extend(part["errors"][:room])
 
 
 def new_summary() -> dict[str, Any]:
