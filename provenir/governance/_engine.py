@@ -103,7 +103,6 @@ _SSN_WORDS = (b"ssn", b"social security", b"social-security", b"ss#", b"ss #")
 _VERSION_WORDS = (b"v", b"version", b"ver", b"ver.", b"release", b"build", b"python", b"node")
 
 _UNANCHORED = None
-_ANCHOR_BOTH = None
 
 
 @dataclass(slots=True)
@@ -143,8 +142,8 @@ class RecordScan:
 def _compiled(groups: tuple[str, ...]) -> tuple[Any, list[tuple[int, str]], dict[str, int]]:
     from re2 import _re2  # google-re2's binding: bytes in, byte spans out, no per-call re-encoding
 
-    global _UNANCHORED, _ANCHOR_BOTH
-    _UNANCHORED, _ANCHOR_BOTH = _re2.RE2.Anchor.UNANCHORED, _re2.RE2.Anchor.ANCHOR_BOTH
+    global _UNANCHORED
+    _UNANCHORED = _re2.RE2.Anchor.UNANCHORED
     pattern = "|".join(f"(?P<{name}>{pat})" for name, pat in _ALTERNATIVES if name in groups)
     options = _re2.RE2.Options()
     options.max_mem = 256 << 20  # the default budget makes dense batches fall back to a slow path

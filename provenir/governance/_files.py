@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from provenir.core.errors import DataError
-from provenir.governance._batch import RecordError, findings_of, mask_scan, scan_batch
+from provenir.governance._batch import findings_of, mask_scan, scan_batch
 from provenir.governance._engine import NER_TYPES, PII, PII_TYPES, SECRET, SECRET_TYPES, Engine
 from provenir.governance._ner import load_ner
 
