@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from provenir.core.errors import ConfigError, DataError
 from provenir.data.dataset import JsonlDataset
+from provenir.data.quality import record_prompt_response
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,11 +72,15 @@ def record_views(record: Mapping[str, Any], views: Sequence[str] = ("prompt", "f
     Raises:
         DataError: the record has no readable text (see :func:`provenir.data.quality.record_prompt_response`).
     """
-    from provenir.data.quality import record_prompt_response
+    return _select_views(*record_prompt_response(record), views)
 
-    prompt, response = record_prompt_response(record)
-    full = f"{prompt}\n{response}" if prompt and response else prompt or response
-    by_name = {"prompt": prompt, "response": response, "full": full}
+
+def _full_text(prompt: str, response: str) -> str:
+    return f"{prompt}\n{response}" if prompt and response else prompt or response
+
+
+def _select_views(prompt: str, response: str, views: Sequence[str]) -> list[str]:
+    by_name = {"prompt": prompt, "response": response, "full": _full_text(prompt, response)}
     out: list[str] = []
     for name in views:
         text = by_name[name].strip()
@@ -115,6 +120,8 @@ class DecontaminationIndex:
     # -- hashing -------------------------------------------------------------------------------
     def token_hashes(self, tokens: list[str]) -> list[int]:
         cache = self._token_cache
+        if len(cache) > 4_000_000:  # bound a long-running worker's memory on huge vocabularies
+            cache.clear()
         out = []
         for token in tokens:
             value = cache.get(token)
@@ -412,16 +419,18 @@ class SemanticDecontaminationChecker:
         op that Ray Data maps over record batches; ``index`` is built once by :meth:`build_index`.
         """
         view_lists: list[list[str]] = []
+        full_texts: list[str] = []
         results: list[dict[str, Any] | None] = [None] * len(records)
         for i, record in enumerate(records):
             try:
                 if not isinstance(record, Mapping):
                     raise DataError(f"expected a JSON object, got {type(record).__name__}")
-                view_lists.append(record_views(record, self.views))
+                prompt, response = record_prompt_response(record)
             except DataError as exc:
-                view_lists.append([])
+                prompt = response = ""
                 results[i] = {"skipped": str(exc)}
-        full_texts = ["\n".join(v) for v in view_lists]
+            full_texts.append(_full_text(prompt, response).strip())
+            view_lists.append(_select_views(prompt, response, self.views))
         stage1 = index.ngram_matches(full_texts)
         for i, match in enumerate(stage1):
             if match is not None and match["matched_ngrams"] >= self.min_ngram_matches:

@@ -308,13 +308,13 @@ class DataFlywheel:
         """Quality filter, training-prompt duplicates (``train_keys``: :func:`prompt_key` values) and
         decontamination against the held-out ``index`` (from :meth:`heldout_index`). The batch op."""
         dropped: Counter[str] = Counter()
-        seen = set(train_keys)
+        seen: set[int] = set()
         kept = []
         for record, result in zip(variants, self.scorer.score_batch(variants)):
             key = prompt_key(record)
             if result.score < self.config.quality_filter_threshold:
                 dropped["quality"] += 1
-            elif key in seen:
+            elif key in seen or key in train_keys:
                 dropped["duplicate_of_train"] += 1
             else:
                 seen.add(key)
