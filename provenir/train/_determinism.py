@@ -22,6 +22,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         from transformers import enable_full_determinism
 
         enable_full_determinism(seed)
+        # Deterministic mode also fills every torch.empty() with NaN, which costs more than the
+        # training step on CPU (TRL's chunked log-prob buffers); kernels never read that memory,
+        # so the weights are the same bytes without it (tests assert bit-identical adapters).
+        torch.utils.deterministic.fill_uninitialized_memory = False
     else:
         from transformers import set_seed
 
@@ -43,11 +47,13 @@ def determinism_scope() -> Iterator[None]:
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     env = {k: os.environ.get(k) for k in ("CUBLAS_WORKSPACE_CONFIG", "FLASH_ATTENTION_DETERMINISTIC")}
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -634,7 +634,9 @@ def _build_trainer(cfg: dict[str, Any], model: Any, tokenizer: Any, strategy_arg
         weight_decay=cfg["weight_decay"],
         max_grad_norm=cfg["max_grad_norm"],
         logging_steps=cfg["logging_steps"],
-        save_strategy="steps",
+        # save_steps 0: no checkpoints in process (the adapter is saved at the end anyway); on Ray
+        # the final checkpoint is what the driver falls back on when workers sit on other nodes
+        save_strategy="steps" if cfg["save_steps"] or cfg["strategy"] != "none" else "no",
         save_steps=cfg["save_steps"] or cfg["max_steps"],
         eval_strategy="no",
         seed=cfg["seed"],
