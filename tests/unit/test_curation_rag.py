@@ -244,3 +244,17 @@ def test_custom_generator_plugs_in():
 
     ds = RAGDataGenerator(RAGGeneratorConfig(questions_per_chunk=2), generator=Echo()).generate_from_documents([DOC])
     assert len(ds) > 0 and ds[0]["provenance"]["generator"] == "echo"
+
+
+@pytest.mark.slow
+def test_transformers_generator_on_the_tiny_model(tiny_model_dir):
+    from provenir.data.generation import TransformersGenerator
+
+    gen = TransformersGenerator(str(tiny_model_dir), device="cpu", max_new_tokens=24, batch_size=2)
+    replies = gen.complete("system", ["Rewrite: explain tides.", "Rewrite: name a planet.", "third"])
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    assert replies == gen.complete("system", ["Rewrite: explain tides.", "Rewrite: name a planet.", "third"])
+    variants = gen.paraphrase("Explain tides.", 2)
+    assert len(variants) <= 2 and all(v["method"] == f"paraphrase:{gen.identity()}" for v in variants)
+    rag = RAGDataGenerator(RAGGeneratorConfig(questions_per_chunk=1), generator=gen)
+    assert isinstance(rag.generate_qa_pairs([DOC[:200]]), list)  # unparseable replies give no pair, not an error
