@@ -92,6 +92,30 @@ def actor_cpus(actors: int, cpus_per_actor: float | None = None) -> float:
     return max(0.1, min(1.0, (total - 1.0) / max(1, actors))) if total > 1 else 0.5
 
 
+def _cleans_up(fn: Any) -> Any:
+    """Remove a pipeline's output folder when the pipeline fails: nothing half-written is left."""
+    import functools
+    import inspect
+    import shutil
+
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        out_dir = Path(bound.arguments["out_dir"])
+        overwrite = bool(bound.arguments.get("overwrite", False))
+        existed = out_dir.exists()
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            if out_dir.exists() and (overwrite or not existed):
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+
+    return wrapper
+
+
 def _progress(enabled: bool) -> None:
     import ray.data
 
@@ -155,6 +179,7 @@ def _rejected_row(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"json": lines}
 
 
+@_cleans_up
 def run_quality(
     inputs: Sequence[str],
     out_dir: str,
@@ -279,6 +304,7 @@ def load_eval_references(eval_paths: Sequence[str]) -> tuple[list[str], list[dic
     return refs, skipped
 
 
+@_cleans_up
 def run_decontaminate(
     train_inputs: Sequence[str],
     eval_paths: Sequence[str],
@@ -418,6 +444,7 @@ class RAGActor:
         return out
 
 
+@_cleans_up
 def run_rag_generate(
     docs: Sequence[str],
     out_dir: str,
@@ -531,6 +558,7 @@ class FlywheelActor:
         return rows
 
 
+@_cleans_up
 def run_flywheel(
     train_inputs: Sequence[str],
     eval_path: str,

@@ -94,6 +94,7 @@ def test_decontaminate_cli_errors(cli, env, tmp_path):
     assert "no eval record has usable text" in str(result.exception or result.output)
     cli("decontaminate", tmp_path / "missing.jsonl", "--eval", DATA / "eval.jsonl", "--out", tmp_path / "y",
         "--no-semantic", expect=2)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing half-written
 
 
 def test_rag_generate_cli(cli, tmp_path, monkeypatch):
