@@ -103,6 +103,11 @@ class RLAIFConfig(BaseModel):
         max_new_tokens / temperature / top_p: sampling settings of the transformers policy.
         judge_concurrency: judge calls in flight at once (threads).
         max_prompts: use only the first this-many training prompts per iteration (None: all).
+        generation_actors: 0 generates in this process; N > 0 holds the policy in N Ray actors
+            (:class:`~provenir.distributed.generation.GenerationPool`) for large prompt sets.
+        generation_chunk_size: prompts per generation task; also the unit of seeding, so the
+            candidates are the same in process and with any number of actors.
+        generation_actor_cpus: CPUs each generation actor reserves.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -117,6 +122,9 @@ class RLAIFConfig(BaseModel):
     top_p: float = 1.0
     judge_concurrency: int = 8
     max_prompts: int | None = None
+    generation_actors: int = 0
+    generation_chunk_size: int = 32
+    generation_actor_cpus: float = 1.0
 
     @field_validator("n_iterations")
     @classmethod
@@ -146,11 +154,18 @@ class RLAIFConfig(BaseModel):
             raise ValueError(f"min_confidence must be within [0, 1] (got {v})")
         return v
 
-    @field_validator("max_new_tokens", "judge_concurrency")
+    @field_validator("max_new_tokens", "judge_concurrency", "generation_chunk_size")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError(f"must be >= 1 (got {v})")
+        return v
+
+    @field_validator("generation_actor_cpus")
+    @classmethod
+    def _actor_cpus(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"generation_actor_cpus must be > 0 (got {v})")
         return v
 
     @field_validator("temperature")
@@ -165,6 +180,13 @@ class RLAIFConfig(BaseModel):
     def _top_p(cls, v: float) -> float:
         if not 0.0 < v <= 1.0:
             raise ValueError(f"top_p must be within (0, 1] (got {v})")
+        return v
+
+    @field_validator("generation_actors")
+    @classmethod
+    def _actors(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"generation_actors must be >= 0 (got {v}); 0 generates in process")
         return v
 
     @field_validator("max_prompts")
@@ -299,12 +321,13 @@ class RLAIFPipeline:
                 f"primary_metric {rlaif_config.primary_metric!r} is not among the evaluator's metrics "
                 f"({', '.join(self.evaluator.metric_names)}); pick one of them"
             )
-        self.policy_factory = policy_factory or default_policy_factory(
+        factory = policy_factory or default_policy_factory(
             getattr(backend, "name", "trl"),
             max_new_tokens=rlaif_config.max_new_tokens,
             temperature=rlaif_config.temperature,
             top_p=rlaif_config.top_p,
         )
+        self.policy_factory = _pooled(factory, rlaif_config) if rlaif_config.generation_actors else factory
         self.store = store or ArtifactStore(base_config.store_root)
         self.start_run_id = start_run_id
         self.command = command
@@ -327,6 +350,18 @@ class RLAIFPipeline:
         if local is None or not (local / "adapter").is_dir():
             raise ConfigError(f"start run {self.start_run_id}: no local adapter/ folder to start from")
         return str(local / "adapter")
+
+    def _sample(self, policy: Policy, prompts: list[Prompt], seed: int) -> list[list[str]]:
+        """Candidates in chunks seeded by position (the same in process and on an actor pool)."""
+        from provenir.distributed.generation import GenerationPool, chunk_seed
+
+        n, size = self.config.responses_per_prompt, self.config.generation_chunk_size
+        if isinstance(policy, GenerationPool):
+            return policy.sample(prompts, n=n, seed=seed)
+        out: list[list[str]] = []
+        for i, start in enumerate(range(0, len(prompts), size)):
+            out.extend(policy.sample(prompts[start : start + size], n=n, seed=chunk_seed(seed, i)))
+        return out
 
     def _evaluate(self, policy: Policy, prompts: list[Prompt], eval_dataset: JsonlDataset) -> EvalResult:
         predictions = policy.predict(prompts)
@@ -400,14 +435,34 @@ class RLAIFPipeline:
 
         adapter = self._start_adapter()
         parent = self.start_run_id
+        live: list[Policy] = []
+        try:
+            return self._loop(prompts, eval_prompts, eval_dataset, train_dataset, adapter, parent, live)
+        finally:
+            for policy in live:
+                _release(policy)
+
+    def _loop(
+        self,
+        prompts: list[Prompt],
+        eval_prompts: list[Prompt],
+        eval_dataset: JsonlDataset,
+        train_dataset: JsonlDataset,
+        adapter: str | None,
+        parent: str | None,
+        live: list[Policy],
+    ) -> list[RLAIFIteration]:
+        cfg = self.config
         policy = self.policy_factory(self.base_config, adapter)
+        live.append(policy)
         self.baseline = self._evaluate(policy, eval_prompts, eval_dataset)
         best = self.baseline.metrics[cfg.primary_metric].mean
         identity = judge_identity(self.judge)
         results: list[RLAIFIteration] = []
         for iteration in range(1, cfg.n_iterations + 1):
             seed = self.generation_seed(iteration)
-            candidates = policy.sample(prompts, n=cfg.responses_per_prompt, seed=seed)
+            candidates = self._sample(policy, prompts, seed)
+            _release(policy)  # free its actors before the next policy needs them
             if len(candidates) != len(prompts) or any(len(c) != cfg.responses_per_prompt for c in candidates):
                 raise DataError(f"iteration {iteration}: the policy returned the wrong number of candidates")
             pairs, rows, dropped = self.make_pairs(prompts, candidates, iteration)
@@ -432,6 +487,7 @@ class RLAIFPipeline:
                 kwargs["init_adapter"] = adapter
             result = self.backend.train_dpo(config, pairs_ds, None, **kwargs)
             new_policy = self.policy_factory(self.base_config, result.adapter_path)
+            live.append(new_policy)
             evaluation = self._evaluate(new_policy, eval_prompts, eval_dataset)
             score = evaluation.metrics[cfg.primary_metric].mean
             regressed = best - score > cfg.regression_tolerance + 1e-12
@@ -470,6 +526,29 @@ class RLAIFPipeline:
             best = max(best, score)
             policy, adapter, parent = new_policy, result.adapter_path, manifest.run_id
         return results
+
+
+def _release(policy: Any) -> None:
+    """Free what a policy holds (a generation pool's actors); plain policies hold nothing."""
+    shutdown = getattr(policy, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def _pooled(factory: PolicyFactory, config: RLAIFConfig) -> PolicyFactory:
+    """Wrap ``factory`` so each policy lives in a Ray actor pool."""
+    import functools
+
+    def make(run_config: RunConfig, adapter: str | None) -> Policy:
+        from provenir.distributed.generation import GenerationPool
+
+        return GenerationPool(
+            functools.partial(factory, run_config, adapter),
+            num_actors=config.generation_actors, chunk_size=config.generation_chunk_size,
+            num_cpus=config.generation_actor_cpus,
+        )
+
+    return make
 
 
 def _describe(dataset: JsonlDataset) -> dict[str, Any]:
