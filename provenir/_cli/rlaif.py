@@ -56,6 +56,8 @@ def rlaif(
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Longest sampled completion."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
     max_prompts: Optional[int] = typer.Option(None, "--max-prompts", help="Use only the first N prompts."),
+    generation_actors: int = typer.Option(0, "--generation-actors", help="Generate on N Ray actors (0: in process)."),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray address for the actor pool."),
     start: Optional[str] = typer.Option(None, "--from", help="Start from this run's adapter (e.g. an SFT run)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set max_steps=50."),
     store: Optional[str] = StoreOption,
@@ -77,7 +79,7 @@ def rlaif(
         rlaif_config = RLAIFConfig(
             n_iterations=iterations, responses_per_prompt=responses, regression_tolerance=tolerance,
             primary_metric=primary_metric, min_confidence=min_confidence, max_new_tokens=max_new_tokens,
-            temperature=temperature, max_prompts=max_prompts,
+            temperature=temperature, max_prompts=max_prompts, generation_actors=generation_actors,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -89,6 +91,10 @@ def rlaif(
                           "data.eval_path, or pass --train and --eval")
     root = store or cfg.store_root
     the_judge = build_judge(judge, judge_model, judge_base_url, judge_cache)
+    if generation_actors and address:
+        from provenir.distributed.cluster import connect
+
+        connect(address)
     out = console()
 
     def report(it: Any) -> None:
