@@ -253,13 +253,28 @@ def rank_candidates(
     of its wins as a fraction (< 1) to break equal win counts. Identical texts share a verdict:
     only the first of each distinct text is compared (the others score -1).
     """
+    pairs = _comparisons(candidates)
+    call = lambda ab: judge.score_pairwise(prompt, candidates[ab[0]], candidates[ab[1]])  # noqa: E731
+    verdicts = list(pool.map(call, pairs)) if pool is not None else [call(ab) for ab in pairs]
+    return _scores(candidates, pairs, verdicts)
+
+
+def _comparisons(candidates: list[str]) -> list[tuple[int, int]]:
+    """Index pairs of the distinct candidates (the first of each distinct text), in order."""
     first_of: dict[str, int] = {}
     for i, text in enumerate(candidates):
         first_of.setdefault(text, i)
     distinct = sorted(first_of.values())
-    pairs = [(a, b) for n, a in enumerate(distinct) for b in distinct[n + 1 :]]
-    call = lambda ab: judge.score_pairwise(prompt, candidates[ab[0]], candidates[ab[1]])  # noqa: E731
-    verdicts = list(pool.map(call, pairs)) if pool is not None else [call(ab) for ab in pairs]
+    return [(a, b) for n, a in enumerate(distinct) for b in distinct[n + 1 :]]
+
+
+def _scores(
+    candidates: list[str], pairs: list[tuple[int, int]], verdicts: list[Preference]
+) -> tuple[list[float], dict[tuple[int, int], Preference]]:
+    first_of: dict[str, int] = {}
+    for i, text in enumerate(candidates):
+        first_of.setdefault(text, i)
+    distinct = sorted(first_of.values())
     wins = {i: 0.0 for i in distinct}
     confidence = {i: 0.0 for i in distinct}
     for (a, b), verdict in zip(pairs, verdicts):
@@ -375,36 +390,48 @@ class RLAIFPipeline:
         pairs: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
         dropped = {"identical": 0, "tie": 0, "low_confidence": 0}
+        comparisons = [_comparisons(texts) for texts in candidates]
+        calls = [
+            (user, texts[a], texts[b])
+            for (_, user), texts, here in zip(prompts, candidates, comparisons, strict=True)
+            for a, b in here
+        ]
+        # one fan-out over every comparison of every prompt; results come back in call order
         with ThreadPoolExecutor(max_workers=self.config.judge_concurrency) as pool:
-            for index, ((system, user), texts) in enumerate(zip(prompts, candidates, strict=True)):
-                scores, verdicts = rank_candidates(self.judge, user, texts, pool=pool)
-                for k, (text, score) in enumerate(zip(texts, scores)):
-                    rows.append({"iteration": iteration, "prompt_index": index, "candidate": k,
-                                 "text": text, "score": round(score, 6), "duplicate": score < 0})
-                order = sorted((i for i, s in enumerate(scores) if s >= 0), key=lambda i: (-scores[i], i))
-                if len(order) < 2:
-                    dropped["identical"] += 1
-                    continue
-                best, worst = order[0], order[-1]
-                key = (min(best, worst), max(best, worst))
-                verdict = verdicts[key]
-                best_label = "a" if key[0] == best else "b"
-                if verdict.preferred == "tie" or verdict.preferred != best_label:
-                    dropped["tie"] += 1
-                    continue
-                if verdict.confidence < self.config.min_confidence:
-                    dropped["low_confidence"] += 1
-                    continue
-                pair: dict[str, Any] = {"prompt": user, "chosen": texts[best], "rejected": texts[worst]}
-                if system is not None:
-                    pair["system"] = system
-                pair.update({
-                    "iteration": iteration, "prompt_index": index, "chosen_index": best,
-                    "rejected_index": worst, "chosen_score": round(scores[best], 6),
-                    "rejected_score": round(scores[worst], 6), "judge": identity,
-                    "confidence": verdict.confidence, "rationale": verdict.rationale,
-                })
-                pairs.append(pair)
+            flat = list(pool.map(lambda args: self.judge.score_pairwise(*args), calls))
+        position = 0
+        for index, ((system, user), texts) in enumerate(zip(prompts, candidates, strict=True)):
+            pairs_here = comparisons[index]
+            verdicts_here = flat[position : position + len(pairs_here)]
+            position += len(pairs_here)
+            scores, verdicts = _scores(texts, pairs_here, verdicts_here)
+            for k, (text, score) in enumerate(zip(texts, scores)):
+                rows.append({"iteration": iteration, "prompt_index": index, "candidate": k,
+                             "text": text, "score": round(score, 6), "duplicate": score < 0})
+            order = sorted((i for i, s in enumerate(scores) if s >= 0), key=lambda i: (-scores[i], i))
+            if len(order) < 2:
+                dropped["identical"] += 1
+                continue
+            best, worst = order[0], order[-1]
+            key = (min(best, worst), max(best, worst))
+            verdict = verdicts[key]
+            best_label = "a" if key[0] == best else "b"
+            if verdict.preferred == "tie" or verdict.preferred != best_label:
+                dropped["tie"] += 1
+                continue
+            if verdict.confidence < self.config.min_confidence:
+                dropped["low_confidence"] += 1
+                continue
+            pair: dict[str, Any] = {"prompt": user, "chosen": texts[best], "rejected": texts[worst]}
+            if system is not None:
+                pair["system"] = system
+            pair.update({
+                "iteration": iteration, "prompt_index": index, "chosen_index": best,
+                "rejected_index": worst, "chosen_score": round(scores[best], 6),
+                "rejected_score": round(scores[worst], 6), "judge": identity,
+                "confidence": verdict.confidence, "rationale": verdict.rationale,
+            })
+            pairs.append(pair)
         return pairs, rows, dropped
 
     def _annotate(self, manifest: RunManifest, files: dict[str, str], metrics: dict[str, Any]) -> RunManifest:
