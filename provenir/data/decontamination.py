@@ -120,8 +120,6 @@ class DecontaminationIndex:
     # -- hashing -------------------------------------------------------------------------------
     def token_hashes(self, tokens: list[str]) -> list[int]:
         cache = self._token_cache
-        if len(cache) > 4_000_000:  # bound a long-running worker's memory on huge vocabularies
-            cache.clear()
         out = []
         for token in tokens:
             value = cache.get(token)
@@ -150,14 +148,16 @@ class DecontaminationIndex:
     def _flatten(self, token_lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
-        lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
-        flat = np.fromiter(
-            (h for tokens in token_lists for h in self.token_hashes(tokens)),
-            dtype=np.uint64,
-            count=int(lengths.sum()),
-        )
+        cache = self._token_cache
+        if len(cache) > 4_000_000:  # bound a long-running worker's memory on huge vocabularies
+            cache.clear()
+        flat = [token for tokens in token_lists for token in tokens]
+        for token in set(flat).difference(cache):
+            cache[token] = _token_hash(token)
+        hashes = np.fromiter(map(cache.__getitem__, flat), dtype=np.uint64, count=len(flat))
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
         doc_of = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
-        return flat, doc_of
+        return hashes, doc_of
 
     # -- stage 1 -------------------------------------------------------------------------------
     def ngram_matches(self, texts: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -175,11 +175,11 @@ class DecontaminationIndex:
             if not len(grams):
                 continue
             left = np.searchsorted(hashes, grams, side="left")
-            right = np.searchsorted(hashes, grams, side="right")
-            hit = right > left
+            hit = hashes[np.minimum(left, len(hashes) - 1)] == grams
             if not hit.any():
                 continue
-            left, right, docs, grams = left[hit], right[hit], docs[hit], grams[hit]
+            left, docs, grams = left[hit], docs[hit], grams[hit]
+            right = np.searchsorted(hashes, grams, side="right")  # several references can share an n-gram
             spans = right - left
             starts = np.repeat(left - np.cumsum(spans) + spans, spans) + np.arange(spans.sum())
             docs_all.append(np.repeat(docs, spans))
