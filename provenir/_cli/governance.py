@@ -88,7 +88,11 @@ def scan(
                                    ner=None if ner == "none" else ner)
     out = console()
     if address or use_ray:
+        import logging
+
         from provenir.distributed.governance import scan_files
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # keep the summary readable
 
         findings_dir = str(report) + ".findings" if report else None
         if not json_out:
