@@ -105,6 +105,9 @@ def _cut(text: str) -> str:
 class TransformersPolicy:
     """The base model of ``config.model_name_or_path`` with ``adapter_path`` (LoRA) loaded over it.
 
+    The model runs on the GPU when there is one. Sampling seeds torch per batch, so the same
+    prompts, ``n`` and seed give the same candidates on the same hardware.
+
     Args:
         config: the run config (model, template).
         adapter_path: an adapter folder, or None for the base model.
@@ -131,6 +134,10 @@ class TransformersPolicy:
             raise ConfigError(f"policy adapter {adapter_path}: not a folder (remote stores need a local copy)")
         self.template = config.data.template
         self.model, self.tokenizer = load_for_generation(model_path, adapter_path)
+        import torch
+
+        if torch.cuda.is_available():
+            self.model.to("cuda")
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -148,14 +155,14 @@ class TransformersPolicy:
         try:
             for batch, start in enumerate(range(0, len(texts), self.batch_size)):
                 chunk = texts[start : start + self.batch_size]
-                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
                 kwargs: dict[str, Any] = dict(
                     max_new_tokens=self.max_new_tokens, eos_token_id=self._eos, pad_token_id=tok.pad_token_id,
                     num_return_sequences=n, do_sample=sample,
                 )
                 if sample:
                     kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
-                    torch.manual_seed(seed * 1_000_003 + batch)  # per batch: reproducible
+                    torch.manual_seed(seed * 1_000_003 + batch)  # per batch: reproducible (seeds CUDA too)
                 with torch.no_grad():
                     generated = self.model.generate(**enc, **kwargs)
                 cleaned = []
