@@ -90,9 +90,14 @@ def scan(
     if address or use_ray:
         import logging
 
+        from provenir.distributed.cluster import connect
         from provenir.distributed.governance import scan_files
 
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # keep the summary readable
+        import ray.data
+
+        connect(address)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # keep the summary readable
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
         findings_dir = str(report) + ".findings" if report else None
         if not json_out:
