@@ -2,7 +2,8 @@
 
 Workload: a random Llama (hidden 1024, intermediate 2816, ``--layers`` layers (default 2), 4k vocab) and two
 rank-16 LoRA adapters on every linear layer of its blocks. Each merge runs in a fresh subprocess so
-its wall time and peak resident memory (``ru_maxrss``) are its own:
+its wall time, CPU time (user + system; fairer than wall time on a shared machine) and peak
+resident memory (``ru_maxrss``) are its own; the ratios are baseline / Provenir CPU time and memory:
 
 * TIES: Provenir (reads the adapter files, no base model) vs PEFT ``add_weighted_adapter(
   combination_type="ties_svd")`` on the loaded base model, then ``save_pretrained`` of the result.
@@ -106,11 +107,13 @@ def child(job: str, root: Path) -> None:
     import transformers  # noqa: F401
 
     torch.set_num_threads(2)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     JOBS[job](root)
     elapsed = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "peak_mib": peak_mib}))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "peak_mib": after.ru_maxrss / 1024}))
 
 
 def measure(job: str, root: Path) -> dict[str, float]:
@@ -140,17 +143,24 @@ def main() -> None:
             ("TIES (density 0.5)", "provenir-ties", "peft-ties", "PEFT add_weighted_adapter ties_svd"),
             ("SLERP (t 0.5)", "provenir-slerp", "dense-slerp", "dense ΔW + mergekit slerp + SVD"),
         ]
-        header = f"{'workload':<20} {'provenir s':>10} {'MiB':>7} {'baseline s':>10} {'MiB':>7} {'time x':>7} {'mem x':>6}  baseline"
+        header = (
+            f"{'workload':<20} {'provenir s':>10} {'cpu s':>7} {'MiB':>6} {'baseline s':>10} {'cpu s':>7} {'MiB':>6} "
+            f"{'cpu x':>6} {'mem x':>6}  baseline"
+        )
         print(header)
         print("-" * len(header))
         for label, ours, theirs, name in rows:
             a, b = measure(ours, root), measure(theirs, root)
             print(
-                f"{label:<20} {a['seconds']:>10.2f} {a['peak_mib']:>7.0f} {b['seconds']:>10.2f} {b['peak_mib']:>7.0f} "
-                f"{b['seconds'] / a['seconds']:>7.2f} {b['peak_mib'] / a['peak_mib']:>6.2f}  {name}"
+                f"{label:<20} {a['seconds']:>10.2f} {a['cpu_seconds']:>7.1f} {a['peak_mib']:>6.0f} {b['seconds']:>10.2f} "
+                f"{b['cpu_seconds']:>7.1f} {b['peak_mib']:>6.0f} {b['cpu_seconds'] / a['cpu_seconds']:>6.2f} "
+                f"{b['peak_mib'] / a['peak_mib']:>6.2f}  {name}"
             )
         dare = measure("provenir-dare", root)
-        print(f"{'DARE-TIES (0.5)':<20} {dare['seconds']:>10.2f} {dare['peak_mib']:>7.0f} {'-':>10} {'-':>7} {'-':>7} {'-':>6}  (no PEFT baseline with a seed)")
+        print(
+            f"{'DARE-TIES (0.5)':<20} {dare['seconds']:>10.2f} {dare['cpu_seconds']:>7.1f} {dare['peak_mib']:>6.0f} "
+            f"{'-':>10} {'-':>7} {'-':>6} {'-':>6} {'-':>6}  (no PEFT baseline with a seed)"
+        )
 
 
 if __name__ == "__main__":
