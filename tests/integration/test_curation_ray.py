@@ -25,8 +25,13 @@ def cli(ray_local):
     runner = CliRunner()
 
     def invoke(*args: str, expect: int = 0):
+        from provenir.core.errors import ProvenirError
+
         result = runner.invoke(app, [str(a) for a in args])
-        assert result.exit_code == expect, (result.output, result.exception)
+        if expect == 2:  # provenir.cli.main turns a ProvenirError into one red line and exit code 2
+            assert isinstance(result.exception, ProvenirError), (result.output, result.exception)
+        else:
+            assert result.exit_code == expect, (result.output, result.exception)
         return result
 
     return invoke
