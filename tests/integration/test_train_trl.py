@@ -117,9 +117,19 @@ def test_run_job_with_eval_reports_eval_loss(tiny_model_dir, store_root, tmp_pat
     JsonlDataset.from_records(RECORDS).save(train)
     JsonlDataset.from_records(RECORDS[:5]).save(evaluation)
     config = _config(tiny_model_dir, seed=1).model_copy(
-        update={"data": DataConfig(template="chatml", train_path=str(train), eval_path=str(evaluation))}
+        update={"data": DataConfig(template="chatml", train_path=str(train), eval_path=str(evaluation)),
+                "observability_backend": "tensorboard"}
     )
     job = run_job(config, store=ArtifactStore(store_root))
     assert job.verification.ok
     assert job.training.metrics["eval_loss"] > 0
     assert set(job.training.manifest.inputs) == {"train", "eval"}
+    # the observer's TensorBoard events went into the run folder and are hashed in the manifest
+    events = [k for k in job.training.manifest.artifacts if k.startswith("logs/tensorboard/") and "events" in k]
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = Path(job.training.run_dir)
+    accumulator = EventAccumulator(str((run_dir / events[0]).parent))
+    accumulator.Reload()
+    assert "loss" in accumulator.Tags()["scalars"]

@@ -395,6 +395,7 @@ def build_loop_config(
             "backend": config.observability_backend,
             "project": config.observability_project,
             "run_name": config.name,
+            "log_dir": str(Path(metrics_path).parent / "logs"),
         },
     }
 
@@ -766,10 +767,13 @@ def _observer_callbacks(cfg: dict[str, Any]) -> list[Any]:
                 return
 
             def start() -> None:
-                config = ObservabilityConfig(
+                kwargs = dict(
                     backend=obs["backend"], project=obs.get("project"), run_name=obs.get("run_name"),
                     log_every_n_steps=max(1, int(args.logging_steps)),
                 )
+                if "log_dir" in ObservabilityConfig.model_fields and obs.get("log_dir"):
+                    kwargs["log_dir"] = obs["log_dir"]  # local sinks write into the run folder
+                config = ObservabilityConfig(**kwargs)
                 self.observer = TrainingObserver(config).__enter__()
 
             self._guard("start", start)
