@@ -34,3 +34,18 @@ def store_root(value: str | None) -> str:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set key.path=value`` flags (values parsed as YAML) as a dict of dotted keys."""
+    import yaml
+
+    from provenir.core.errors import ConfigError
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set peft.rank=16")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

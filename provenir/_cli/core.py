@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from provenir._cli._common import JsonOption, StoreOption, console, print_json, store_root
+from provenir._cli._common import (
+    JsonOption,
+    StoreOption,
+    console,
+    parse_overrides,
+    print_json,
+    store_root,
+)
 
 if TYPE_CHECKING:
     from provenir.core.run import VerificationReport
@@ -17,20 +24,6 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 manifest_app = typer.Typer(help="Show, verify and trace run manifests.", no_args_is_help=True)
 runs_app = typer.Typer(help="List runs in the artifact store.", no_args_is_help=True)
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    from provenir.core.errors import ConfigError
-
-    overrides: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set peft.rank=16")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def _print_verification(report: VerificationReport) -> None:
@@ -83,7 +76,7 @@ def run(
     from provenir.core.store import ArtifactStore
     from provenir.pipeline import run_job
 
-    cfg = RunConfig.from_yaml(config, overrides=_parse_overrides(set_))
+    cfg = RunConfig.from_yaml(config, overrides=parse_overrides(set_))
     root = store or cfg.store_root
     if not json_out:
         console().print(f"[bold]provenir run[/] {config} · backend={cfg.backend} · store={root}")

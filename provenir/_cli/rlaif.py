@@ -66,7 +66,7 @@ def rlaif(
     """Generate → judge → DPO → eval → regression gate, repeated; every round a run with lineage."""
     from pydantic import ValidationError
 
-    from provenir._cli.train import _overrides
+    from provenir._cli._common import parse_overrides
     from provenir.core.config import RunConfig
     from provenir.core.errors import ConfigError
     from provenir.core.store import ArtifactStore
@@ -74,7 +74,7 @@ def rlaif(
     from provenir.train import get_backend
     from provenir.train.rlaif import RLAIFConfig, RLAIFPipeline
 
-    cfg = RunConfig.from_yaml(config, overrides=_overrides(set_))
+    cfg = RunConfig.from_yaml(config, overrides=parse_overrides(set_))
     try:
         rlaif_config = RLAIFConfig(
             n_iterations=iterations, responses_per_prompt=responses, regression_tolerance=tolerance,

@@ -8,23 +8,9 @@ from typing import Any, Optional
 
 import typer
 
-from provenir._cli._common import JsonOption, StoreOption, console, print_json
+from provenir._cli._common import JsonOption, StoreOption, console, parse_overrides, print_json
 
 _REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    from provenir.core.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_steps=50")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def train(
@@ -48,7 +34,7 @@ def train(
     from provenir.core.store import ArtifactStore
     from provenir.pipeline import run_job
 
-    cfg = RunConfig.from_yaml(config, overrides=_overrides(set_))
+    cfg = RunConfig.from_yaml(config, overrides=parse_overrides(set_))
     root = store or cfg.store_root
     if not json_out:
         where = f" · ray={address}" if address and cfg.distributed else ""
@@ -88,7 +74,7 @@ def demo(
     if not path.is_file():
         raise ConfigError(f"{path}: demo config not found; pass --config PATH (see examples/demo.yaml)")
     root = store_root(store)
-    overrides = _overrides(set_)
+    overrides = parse_overrides(set_)
     probe = RunConfig.from_yaml(path, overrides=overrides)
     if not probe.model_name_or_path:
         overrides["model_name_or_path"] = str(tiny_model_for_store(root, seed=0))
