@@ -474,7 +474,8 @@ def run_rag_generate(
         if os.path.isdir(path):
             found = sorted(str(p) for p in Path(path).rglob("*") if p.suffix in _TEXT_SUFFIXES)
             text_files.extend(found)
-            record_files.extend(f for f in expand_paths([path]) if not f.endswith(_TEXT_SUFFIXES))
+            if any(p.name.endswith((".jsonl", ".json", ".jsonl.gz", ".parquet")) for p in Path(path).rglob("*")):
+                record_files.extend(f for f in expand_paths([path]) if not f.endswith(_TEXT_SUFFIXES))
         elif str(path).endswith(_TEXT_SUFFIXES):
             if not os.path.exists(path):
                 raise DataError(f"{path}: file not found")

@@ -58,7 +58,8 @@ def test_quality_cli(cli, env):
     tmp_path, train = env
     out = tmp_path / "q"
     result = cli("quality", train, "--out", out, "--threshold", "0.5", "--annotate", "--no-progress", "--json")
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads((out / "report.json").read_text())
+    assert '"command"' in result.output
     kept, rejected = read_parts(out / "kept"), read_parts(out / "rejected")
     assert report["records"] == 22 and report["malformed"] == 1 and ":7: invalid JSON" in report["errors"][0]
     assert report["kept"] == len(kept) == 20 and report["rejected"] == len(rejected) == 2
@@ -76,7 +77,8 @@ def test_decontaminate_cli_two_actors(cli, env, embedding_model_path):
     out = tmp_path / "d"
     result = cli("decontaminate", train, "--eval", DATA / "eval.jsonl", "--out", out, "--threshold", "0.8",
                  "--actors", "2", "--model", embedding_model_path, "--device", "cpu", "--no-progress", "--json")
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads((out / "report.json").read_text())
+    assert '"command"' in result.output
     planted = [json.loads(line) for line in (DATA / "train_planted.jsonl").read_text().splitlines()]
     n_planted = sum(r["kind"] != "clean" for r in planted)
     contaminated = read_parts(out / "contaminated")
@@ -118,7 +120,8 @@ def test_rag_generate_cli(cli, tmp_path, monkeypatch):
     out = tmp_path / "rag"
     result = cli("rag-generate", docs, jsonl, "--out", out, "--questions-per-chunk", "2", "--judge", "stub",
                  "--quality-threshold", "0.0", "--no-progress", "--json")
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads((out / "report.json").read_text())
+    assert '"command"' in result.output
     pairs = read_parts(out / "pairs")
     assert report["pairs"] == len(pairs) > 0 and report["judge"] == "StubJudge"
     sources = {p["provenance"]["source"] for p in pairs}
@@ -141,7 +144,8 @@ def test_flywheel_cli(cli, tmp_path, monkeypatch):
     out = tmp_path / "fw"
     result = cli("flywheel", train, "--eval", eval_path, "--out", out, "--max-variants", "2",
                  "--holdout-fraction", "0.3", "--no-semantic", "--no-progress", "--json")
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads((out / "report.json").read_text())
+    assert '"command"' in result.output
     new = read_parts(out / "new")
     heldout = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
     held_ids = {r["id"] for r in heldout}
