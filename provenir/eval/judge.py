@@ -432,7 +432,7 @@ def combine_orders(first: tuple[str, float, str], second_swapped: tuple[str, flo
     Agreement keeps the verdict with the mean confidence; disagreement (including one tie) is a tie
     whose confidence is half the lower of the two, so it ranks below any consistent verdict.
     """
-    (p1, c1, r1), (p2, c2, r2) = first, second_swapped
+    (p1, c1, r1), (p2, c2, _r2) = first, second_swapped
     if p1 == p2:
         return Preference(p1, round((c1 + c2) / 2, 6), r1)
     rationale = f"position bias: order AB preferred {p1}, order BA preferred {p2}. {r1}".strip()
