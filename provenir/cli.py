@@ -50,9 +50,19 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _typer_usage_errors() -> tuple[type[BaseException], ...]:
+    # recent typer vendors its own click: its usage errors are not click's classes
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - typer built on the click package
+        return ()
+    return (ClickException,)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a :class:`ProvenirError` becomes one red line on stderr and exit code 2."""
     import click
+    import typer
     from rich.markup import escape
 
     from provenir._cli._common import err_console
@@ -65,13 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             err_console().print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         err_console().print("[red]aborted[/]")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except (click.ClickException, *_typer_usage_errors()) as exc:
+        exc.show()  # usage errors: click's own message and exit code 2
         sys.exit(exc.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
 

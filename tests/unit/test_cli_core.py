@@ -171,3 +171,17 @@ def test_run_as_module_entry_point(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "verified" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run"], "Missing argument"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["data", "stats", "x.jsonl", "--bins", "many"], "Invalid value for '--bins'"),
+    ],
+)
+def test_usage_errors_are_one_message_not_a_traceback(capsys, args, fragment):
+    code, _, err = cli(capsys, *args)
+    assert code == 2
+    assert fragment in err and "Traceback" not in err
