@@ -72,6 +72,19 @@ def _parse_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
+def _check_options(model: Any, config: dict[str, Any], command: str) -> None:
+    """Validate CLI options against the library's config model; a bad one is a one-line ConfigError."""
+    from pydantic import ValidationError
+
+    from provenir.core.errors import ConfigError
+
+    try:
+        model(**config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{command} option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
 def _summary(title: str, rows: list[tuple[str, Any]]) -> None:
     from rich.table import Table
 
@@ -181,17 +194,11 @@ def rag_generate(
     from provenir.distributed.cluster import connect, run_on_cluster
     from provenir.distributed.curation import run_rag_generate
 
-    config = {"questions_per_chunk": questions_per_chunk, "max_chunk_length": max_chunk_length,
-              "min_chunk_length": min_chunk_length, "quality_filter_threshold": quality_threshold}
-    from pydantic import ValidationError
-
-    from provenir.core.errors import ConfigError
     from provenir.data.rag_generator import RAGGeneratorConfig
 
-    try:
-        RAGGeneratorConfig(**config)
-    except ValidationError as exc:
-        raise ConfigError(f"rag-generate options: {exc.errors()[0]['msg']}") from None
+    config = {"questions_per_chunk": questions_per_chunk, "max_chunk_length": max_chunk_length,
+              "min_chunk_length": min_chunk_length, "quality_filter_threshold": quality_threshold}
+    _check_options(RAGGeneratorConfig, config, "rag-generate")
     judge_obj = _build_judge(judge, judge_cache)
     connect(address)
     report = run_on_cluster(run_rag_generate, docs, out, config=config, generator=generator, judge=judge_obj,
@@ -229,9 +236,6 @@ def flywheel(
     json_out: bool = JsonOption,
 ) -> None:
     """One flywheel turn: eval failures → variants → quality filter → decontaminated new records."""
-    from pydantic import ValidationError
-
-    from provenir.core.errors import ConfigError
     from provenir.data.embeddings import embeddings_available
     from provenir.data.flywheel import FlywheelConfig
     from provenir.distributed.cluster import connect, run_on_cluster
@@ -240,11 +244,7 @@ def flywheel(
     config = {"min_score_threshold": min_score, "max_variants_per_failure": max_variants,
               "quality_filter_threshold": quality_threshold, "holdout_fraction": holdout_fraction,
               "decontamination_threshold": decontamination_threshold}
-    try:
-        FlywheelConfig(**config)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"flywheel option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    _check_options(FlywheelConfig, config, "flywheel")
     judge_obj = _build_judge(judge, judge_cache)
     connect(address)
     report = run_on_cluster(run_flywheel, train, eval_path, out, config=config, generator=generator,
