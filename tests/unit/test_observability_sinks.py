@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,8 @@ def _wandb_records(run_file: Path):
         if length == 0 and kind == 0:
             pos += left_in_block
             continue
+        if pos + 7 + length > len(data):
+            break  # a record still being written
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST
@@ -129,8 +132,17 @@ def test_wandb_offline_run_files_hold_the_history(tmp_path, monkeypatch):
     observer = _log_run(config)
     assert observer.failure is None
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    # wandb-core writes the transaction log from its own process and may still be flushing it when
+    # finish() returns on a loaded machine: wait (bounded) for the final ``exit`` record.
+    deadline = time.monotonic() + 60
+    records = list(_wandb_records(run_file))
+    while not any(r.WhichOneof("record_type") == "exit" for r in records) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = list(_wandb_records(run_file))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert "exit" in kinds, f"the run file was never completed: {kinds}"
     history, run_info = [], None
-    for record in _wandb_records(run_file):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "history":
             history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
