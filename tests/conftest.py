@@ -78,6 +78,23 @@ def embedding_model_path() -> str:
     return str(get_model_path())
 
 
+@pytest.fixture(scope="session")
+def spacy_pipeline(session_tmp: Path) -> str:
+    """A real spaCy pipeline that needs no download: a blank English model with an entity ruler
+    (PERSON "Ada Lovelace", GPE "London"), saved as a folder presidio-analyzer can load."""
+    spacy = pytest.importorskip("spacy")
+    pytest.importorskip("presidio_analyzer")
+    path = session_tmp / "spacy" / "tiny_ner"
+    if not path.exists():
+        nlp = spacy.blank("en")
+        ruler = nlp.add_pipe("entity_ruler")
+        ruler.add_patterns([{"label": "PERSON", "pattern": [{"LOWER": "ada"}, {"LOWER": "lovelace"}]},
+                            {"label": "GPE", "pattern": "London"}])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nlp.to_disk(path)
+    return str(path)
+
+
 @pytest.fixture()
 def store_root(tmp_path: Path) -> Path:
     return tmp_path / "store"

@@ -103,8 +103,15 @@ def scan(
         if not json_out:
             out.print(f"[bold]provenir scan[/] on Ray Data ({workers} workers) · {len(data)} input(s)")
         options["mask_mode"] = options["mask_mode"] or "placeholder"
-        result = scan_files(data, mask_dir=mask, findings_dir=findings_dir, workers=workers,
-                            address=address, overwrite=overwrite, **options)
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=err_console(), disable=json_out, transient=True) as bar:
+            task = bar.add_task(f"scanning ({workers} workers)", total=None)
+            result = scan_files(data, mask_dir=mask, findings_dir=findings_dir, workers=workers,
+                                address=address, overwrite=overwrite,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total or None),
+                                **options)
     else:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 

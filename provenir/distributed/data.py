@@ -9,7 +9,8 @@ Malformed lines never crash a pipeline: they arrive with ``error`` set, naming f
 JSONL files are split into byte-range shards aligned to line ends, planned on the driver with a
 seek and one ``readline`` per cut (no record passes through the driver). Line numbers are exact:
 a first distributed pass counts each shard's newlines and the driver adds up one integer per shard.
-Parquet files are read with Ray's own reader and converted to the same row shape.
+Parquet files are read one row group per task (row numbers exact, from the files' footers) and
+converted to the same row shape.
 
 The domain ops stay pure functions over a batch; :func:`map_records` maps them (or a class holding
 a loaded model, on an actor pool) over the rows.
@@ -93,9 +94,33 @@ def _read_range(path: str, start: int, end: int) -> bytes:
         return handle.read(end - start)
 
 
-def _count_newlines(row: dict[str, Any]) -> dict[str, Any]:
-    row["newlines"] = _read_range(row["file"], row["start"], row["end"]).count(b"\n")
-    return row
+def _count_group(shards: list[dict[str, Any]]) -> list[int]:
+    return [_read_range(s["file"], s["start"], s["end"]).count(b"\n") for s in shards]
+
+
+def number_shards(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every shard its exact ``first_line``: the newlines of each shard are counted where the
+    data is (plain Ray tasks, one group of shards per cluster CPU, one integer back per shard) and
+    the driver adds them up. Ray core tasks, not a Ray Data pass: this costs ~0.2 s on 360 MB where a
+    Ray Data ``map`` took ~2.3 s of scheduling."""
+    import ray
+
+    if not shards:
+        return shards
+    groups = max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
+    count = ray.remote(num_cpus=1)(_count_group)
+    parts = [shards[k::groups] for k in range(groups)]
+    counted = ray.get([count.remote(part) for part in parts])
+    counts = {}
+    for part, numbers in zip(parts, counted):
+        for shard, number in zip(part, numbers):
+            counts[(shard["file"], shard["start"])] = number
+    first_line: dict[str, int] = {}
+    for shard in shards:
+        line = first_line.setdefault(shard["file"], 1)
+        shard["first_line"] = line
+        first_line[shard["file"]] = line + counts[(shard["file"], shard["start"])]
+    return shards
 
 
 def parse_line(raw: bytes, file: str, line: int) -> dict[str, Any] | None:
@@ -138,47 +163,98 @@ def _read_shard(shard: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def read_jsonl(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES) -> ray.data.Dataset:
-    """A Ray Dataset of rows ``{"file", "line", "json", "error"}`` over JSONL files."""
+MIN_SHARD_BYTES = 4096
+
+
+def default_min_shards() -> int:
+    """Four blocks per cluster CPU: every worker of a pool gets work, and one that starts late
+    (loading a model) still gets its share."""
+    import ray
+
+    if not ray.is_initialized():
+        return 2
+    return max(2, 4 * int(ray.cluster_resources().get("CPU", 1)))
+
+
+def shard_size(files: list[str], shard_bytes: int, min_shards: int | None) -> int:
+    """``shard_bytes``, made smaller when the inputs would otherwise give fewer than ``min_shards``
+    shards (a pool of N workers needs at least N blocks, or all but one of them sit idle)."""
+    if not min_shards or min_shards <= 1:
+        return shard_bytes
+    total = 0
+    for path in files:
+        fs, resolved = _fs_and_path(path)
+        total += fs.size(resolved)
+    return min(shard_bytes, max(MIN_SHARD_BYTES, -(-total // min_shards)))
+
+
+def read_jsonl(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES,
+               min_shards: int | None = None) -> ray.data.Dataset:
+    """A Ray Dataset of rows ``{"file", "line", "json", "error"}`` over JSONL files.
+
+    Files are cut into shards of at most ``shard_bytes``, and into at least ``min_shards`` shards in
+    all when they are big enough (default: :func:`default_min_shards`), so that small inputs still
+    spread over every worker.
+    """
     import ray.data
 
-    shards = [s for path in expand_paths(paths) for s in plan_shards(path, shard_bytes)]
+    files = expand_paths(paths)
+    if min_shards is None:
+        min_shards = default_min_shards()
+    shard_bytes = shard_size(files, shard_bytes, min_shards)
+    shards = [s for path in files for s in plan_shards(path, shard_bytes)]
     if not shards:
         return ray.data.from_items([{"file": "", "line": 0, "json": None, "error": None}]).filter(
             lambda _row: False
         )
-    counted = ray.data.from_items(shards, override_num_blocks=len(shards)).map(_count_newlines)
-    counts = {(r["file"], r["start"]): r["newlines"] for r in counted.take_all()}
-    first_line: dict[str, int] = {}
-    for shard in shards:
-        line = first_line.setdefault(shard["file"], 1)
-        shard["first_line"] = line
-        first_line[shard["file"]] = line + counts[(shard["file"], shard["start"])]
+    number_shards(shards)
     return ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(_read_shard)
 
 
+def plan_parquet_shards(files: list[str]) -> list[dict[str, Any]]:
+    """One shard per row group, with its exact first row number, from the files' footers only."""
+    import pyarrow.parquet as pq
+
+    shards = []
+    for path in files:
+        fs, resolved = _fs_and_path(path)
+        with fs.open(resolved, "rb") as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        first = 1
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            if rows:
+                shards.append({"file": path, "row_group": group, "first_line": first})
+            first += rows
+    return shards
+
+
+def _read_parquet_shard(shard: dict[str, Any]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    fs, resolved = _fs_and_path(shard["file"])
+    with fs.open(resolved, "rb") as handle:
+        records = pq.ParquetFile(handle).read_row_group(int(shard["row_group"])).to_pylist()
+    return [{"file": shard["file"], "line": int(shard["first_line"]) + offset,
+             "json": json.dumps(record, ensure_ascii=False, default=str), "error": None}
+            for offset, record in enumerate(records)]
+
+
 def read_parquet(paths: Iterable[str]) -> ray.data.Dataset:
-    """A Ray Dataset of the same row shape over Parquet files (``line`` = 1-based row number)."""
+    """A Ray Dataset of the same row shape over Parquet files (``line`` = the 1-based row number in
+    its file, exact however the file is split: one read task per row group, numbered from the footer)."""
     import ray.data
 
-    files = expand_paths(paths)
-    ds = ray.data.read_parquet(files, include_paths=True)
-
-    def to_rows(batch: Any) -> dict[str, list[Any]]:
-        records = batch.to_pylist()
-        out: dict[str, list[Any]] = {c: [] for c in ROW_COLUMNS}
-        for index, record in enumerate(records):
-            path = record.pop("path", "")
-            out["file"].append(path)
-            out["line"].append(index + 1)
-            out["json"].append(json.dumps(record, ensure_ascii=False, default=str))
-            out["error"].append(None)
-        return out
-
-    return ds.map_batches(to_rows, batch_format="pyarrow", batch_size=None)
+    shards = plan_parquet_shards(expand_paths(paths))
+    if not shards:
+        return ray.data.from_items([{"file": "", "line": 0, "json": None, "error": None}]).filter(
+            lambda _row: False
+        )
+    return ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(_read_parquet_shard)
 
 
-def read_records(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES) -> ray.data.Dataset:
+def read_records(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES,
+                 min_shards: int | None = None) -> ray.data.Dataset:
     """JSONL or Parquet, by file suffix (all paths must be of one kind)."""
     from provenir.core.errors import DataError
 
@@ -188,7 +264,7 @@ def read_records(paths: Iterable[str], *, shard_bytes: int = DEFAULT_SHARD_BYTES
         raise DataError("mix of Parquet and JSONL inputs; run them separately")
     if kinds == {"parquet"}:
         return read_parquet(files)
-    return read_jsonl(files, shard_bytes=shard_bytes)
+    return read_jsonl(files, shard_bytes=shard_bytes, min_shards=min_shards)
 
 
 def map_records(
@@ -200,11 +276,14 @@ def map_records(
     num_cpus: float | None = None,
     fn_constructor_kwargs: dict[str, Any] | None = None,
     fn_kwargs: dict[str, Any] | None = None,
+    tasks_per_actor: int = 1,
 ) -> ray.data.Dataset:
     """Map a batch op over the rows (``batch_format="numpy"``: a dict of column arrays).
 
     A function runs as Ray tasks; a class (constructed once per actor, e.g. holding a model) runs on
-    an actor pool of ``actors`` workers.
+    an actor pool of ``actors`` workers, each given at most ``tasks_per_actor`` blocks at a time.
+    One at a time matters: otherwise the first actor to finish loading its model is handed every
+    queued block, and the pool scales the others down as idle (seen with Ray 2.60).
     """
     from ray.data import ActorPoolStrategy
 
@@ -214,7 +293,7 @@ def map_records(
     if fn_kwargs:
         kwargs["fn_kwargs"] = fn_kwargs
     if isinstance(fn, type):
-        kwargs["compute"] = ActorPoolStrategy(size=actors or 1)
+        kwargs["compute"] = ActorPoolStrategy(size=actors or 1, max_tasks_in_flight_per_actor=tasks_per_actor)
         if fn_constructor_kwargs:
             kwargs["fn_constructor_kwargs"] = fn_constructor_kwargs
     return ds.map_batches(fn, **kwargs)

@@ -57,74 +57,95 @@ class GovernanceActor:
 
 
 class GovernanceShardActor:
-    """Ray Data actor over JSONL byte-range shards: reads, parses, scans and masks a whole shard.
+    """Ray Data actor over JSONL byte-range shards: reads, parses, scans and masks a whole shard, and
+    writes the shard's masked records and findings itself (``part-<shard index>.jsonl``, so the
+    parts keep input order by name).
 
-    Reading inside the actor pool (instead of a row-per-record read stage) lets the reading scale with
-    the workers and keeps per-record work out of Ray Data's row machinery; one output row per shard
-    carries the shard's masked lines, finding lines and summary.
+    Reading and writing inside the actor pool (instead of a row-per-record read stage and a separate
+    write stage) lets the I/O scale with the workers, keeps per-record work out of Ray Data's row
+    machinery, and moves no record text through the object store: one small summary row comes back
+    per shard.
     """
 
-    def __init__(self, batch_size: int = 1024, **op_kwargs: Any):
+    def __init__(self, batch_size: int = 1024, mask_dir: str | None = None, findings_dir: str | None = None,
+                 **op_kwargs: Any):
         self.op = BatchOp(**op_kwargs)
         self.batch_size = batch_size
+        self.mask_dir = mask_dir
+        self.findings_dir = findings_dir
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+    def _scan_shard(self, file: str, start: int, end: int, first_line: int) -> tuple[list[str], list[str], dict]:
         from provenir.distributed.data import _read_range
         from provenir.governance._files import merge_summary, parse_line
 
-        out: dict[str, list[Any]] = {"masked": [], "findings": [], "summary": []}
-        for file, start, end, first_line in zip(batch["file"], batch["start"], batch["end"], batch["first_line"]):
-            file = str(file)
-            data = _read_range(file, int(start), int(end))
-            lines = data.split(b"\n")
-            if lines and lines[-1] == b"":
-                lines.pop()
-            summary = new_summary()
-            masked_parts: list[str] = []
-            finding_parts: list[str] = []
-            rows: list[tuple[str, int, str | None, str | None]] = []
+        data = _read_range(file, start, end)
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        summary = new_summary()
+        masked_parts: list[str] = []
+        finding_parts: list[str] = []
+        rows: list[tuple[str, int, str | None, str | None]] = []
 
-            def flush() -> None:
-                if not rows:
-                    return
-                files, numbers, texts, errors = zip(*rows)
-                masked, finding_lines, part = self.op.run(files, numbers, texts, errors)
-                merge_summary(summary, part)
-                masked_parts.extend(f"{m}\n" for m in masked if m is not None)
-                finding_parts.extend(finding_lines)
-                rows.clear()
+        def flush() -> None:
+            if not rows:
+                return
+            files, numbers, texts, errors = zip(*rows)
+            masked, finding_lines, part = self.op.run(files, numbers, texts, errors)
+            merge_summary(summary, part)
+            masked_parts.extend(f"{m}\n" for m in masked if m is not None)
+            finding_parts.extend(finding_lines)
+            rows.clear()
 
-            for offset, raw in enumerate(lines):
-                number = int(first_line) + offset
-                parsed = parse_line(raw, file, number)
-                if parsed is not None:
-                    rows.append((file, number, parsed[0], parsed[1]))
-                    if len(rows) >= self.batch_size:
-                        flush()
-            flush()
-            out["masked"].append("".join(masked_parts) or None)
-            out["findings"].append("\n".join(finding_parts) or None)
+        for offset, raw in enumerate(lines):
+            number = first_line + offset
+            parsed = parse_line(raw, file, number)
+            if parsed is not None:
+                rows.append((file, number, parsed[0], parsed[1]))
+                if len(rows) >= self.batch_size:
+                    flush()
+        flush()
+        return masked_parts, finding_parts, summary
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"summary": [], "bytes": []}
+        for index, file, start, end, first_line in zip(batch["index"], batch["file"], batch["start"], batch["end"],
+                                                       batch["first_line"]):
+            masked, findings, summary = self._scan_shard(str(file), int(start), int(end), int(first_line))
+            name = f"part-{int(index):06d}.jsonl"
+            for folder, text in ((self.mask_dir if self.op.mask_mode else None, "".join(masked)),
+                                 (self.findings_dir, "".join(f"{f}\n" for f in findings))):
+                if folder and text:
+                    _write_part(folder, name, text)
             out["summary"].append(json.dumps(summary))
+            out["bytes"].append(int(end) - int(start))
         return out
 
 
-def _jsonl_shards(files: list[str], shard_bytes: int) -> Any:
-    """Shards with exact first line numbers (one newline-count pass, one integer per shard back)."""
+def _write_part(folder: str, name: str, text: str) -> None:
+    from provenir.distributed.data import _fs_and_path
+
+    fs, root = _fs_and_path(folder)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root.rstrip('/')}/{name}", "wb") as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def _jsonl_shards(files: list[str], shard_bytes: int) -> tuple[Any, int]:
+    """Shards with exact first line numbers (one newline-count pass, one integer per shard back), and
+    their total bytes."""
     import ray.data
 
-    from provenir.distributed.data import _count_newlines, plan_shards
+    from provenir.distributed.data import default_min_shards, number_shards, plan_shards, shard_size
 
+    shard_bytes = shard_size(files, shard_bytes, default_min_shards())
     shards = [s for path in files for s in plan_shards(path, shard_bytes)]
     if not shards:
-        return None
-    counted = ray.data.from_items(shards, override_num_blocks=len(shards)).map(_count_newlines)
-    counts = {(r["file"], r["start"]): r["newlines"] for r in counted.take_all()}
-    first: dict[str, int] = {}
-    for shard in shards:
-        line = first.setdefault(shard["file"], 1)
-        shard["first_line"] = line
-        first[shard["file"]] = line + counts[(shard["file"], shard["start"])]
-    return ray.data.from_items(shards, override_num_blocks=len(shards))
+        return None, 0
+    for index, shard in enumerate(shards):
+        shard["index"] = index
+    total = sum(s["end"] - s["start"] for s in shards)
+    return ray.data.from_items(number_shards(shards), override_num_blocks=len(shards)), total
 
 
 def _governance_datasink(mask_dir: str | None, findings_dir: str | None) -> Any:
@@ -173,7 +194,7 @@ def scan_files(
     workers: int = 2, batch_size: int = 1024, address: str | None = None, overwrite: bool = False,
     pii: bool = True, secrets: bool = True, mask_mode: str = "placeholder", salt: bytes = b"",
     phone_regions: Sequence[str] = ("US",), ner: str | None = None, ner_model: str | None = None,
-    shard_bytes: int | None = None,
+    shard_bytes: int | None = None, progress: Any = None,
 ) -> ScanReport:
     """Scan (and, with ``mask_dir``, mask) JSONL/Parquet files on Ray Data.
 
@@ -183,6 +204,8 @@ def scan_files(
         findings_dir: where finding lines go (``part-*.jsonl``); ``None`` keeps only counts.
         workers: actor-pool size (one CPU each).
         address: Ray address; ``None`` uses ``RAY_ADDRESS`` or an embedded local Ray.
+        progress: ``progress(bytes_done, bytes_total)``, called on the driver as each JSONL shard
+            completes (the CLI draws a rich bar with it).
         overwrite: replace existing output folders.
 
     Returns:
@@ -211,7 +234,7 @@ def scan_files(
     probe = BatchOp(**op_kwargs)  # validates options (and finds the NER engine) before any Ray work
     started = time.perf_counter()
 
-    def pipeline() -> list[dict[str, Any]]:
+    def pipeline(report_progress: Any = None) -> list[dict[str, Any]]:
         import ray
 
         from provenir.distributed.data import map_records, read_records, set_preserve_order
@@ -220,23 +243,35 @@ def scan_files(
         # leave one CPU to the other stages, or a pool as wide as the cluster starves them
         cpus = float(ray.cluster_resources().get("CPU", workers + 1))
         per_actor = max(0.1, min(1.0, (cpus - 1.0) / workers))
-        sink = _governance_datasink(targets.get("mask_dir", (None, None))[1],
-                                    targets.get("findings_dir", (None, None))[1])
+        mask_target = targets.get("mask_dir", (None, None))[1]
+        findings_target = targets.get("findings_dir", (None, None))[1]
         if all(f.endswith(".parquet") for f in files):
+            sink = _governance_datasink(mask_target, findings_target)
             ds = read_records(files)
             ds = map_records(ds, GovernanceActor, batch_size=batch_size, actors=workers, num_cpus=per_actor,
                              fn_constructor_kwargs=op_kwargs)
-        else:
-            ds = _jsonl_shards(files, shard_bytes or DEFAULT_GOVERNANCE_SHARD_BYTES)
-            if ds is None:
-                return []
-            ds = map_records(ds, GovernanceShardActor, batch_size=1, actors=workers, num_cpus=per_actor,
-                             fn_constructor_kwargs={**op_kwargs, "batch_size": batch_size})
-        ds.write_datasink(sink)
-        return sink.summaries
+            ds.write_datasink(sink)
+            return sink.summaries
+        ds, total = _jsonl_shards(files, shard_bytes or DEFAULT_GOVERNANCE_SHARD_BYTES)
+        if ds is None:
+            return []
+        ds = map_records(ds, GovernanceShardActor, batch_size=1, actors=workers, num_cpus=per_actor,
+                         tasks_per_actor=2,
+                         fn_constructor_kwargs={**op_kwargs, "batch_size": batch_size, "mask_dir": mask_target,
+                                                "findings_dir": findings_target})
+        summaries, done = [], 0
+        for row in ds.iter_rows():
+            summaries.append(json.loads(row["summary"]))
+            done += int(row["bytes"])
+            if report_progress is not None:
+                report_progress(done, total)
+        return summaries
 
     try:
-        summaries = run_on_cluster(pipeline)
+        from provenir.distributed.cluster import is_client_mode
+
+        # through Ray Client the pipeline runs in a task on the cluster: no callback into this process
+        summaries = run_on_cluster(pipeline, None if is_client_mode() else progress)
         for final, tmp in targets.values():
             if tmp != final:
                 fs, tmp_root = _fs_and_path(tmp)

@@ -216,7 +216,9 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
     for path in paths:
         path = str(path)
         if "://" in path and not path.startswith("file://"):
-            out.append(path)
+            from provenir.distributed.data import expand_paths  # fsspec: folders and globs of any store
+
+            out.extend(expand_paths([path]))
             continue
         local = Path(path[len("file://"):] if path.startswith("file://") else path)
         if local.is_dir():

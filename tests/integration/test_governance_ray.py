@@ -84,3 +84,88 @@ def test_ray_parquet(ray_local, tmp_path):
     lines = [json.loads(x) for p in report.masked_outputs for x in Path(p).read_text().splitlines()]
     assert [r["instruction"] for r in lines] == ["call <PHONE>", "nothing", "ip <IP_ADDRESS>"]
     assert report.ner_engine is None and "not scanned" in report.ner_note
+
+
+@pytest.mark.timeout(300)
+def test_progress_reports_every_byte_once(ray_local, tmp_path):
+    from provenir.distributed.governance import scan_files
+
+    _write(tmp_path / "a.jsonl", 300)
+    calls: list[tuple[int, int]] = []
+    report = scan_files([str(tmp_path / "a.jsonl")], workers=2, shard_bytes=4_000,
+                        progress=lambda done, total: calls.append((done, total)))
+    size = (tmp_path / "a.jsonl").stat().st_size
+    assert report.records == 302 and len(calls) >= 4
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1] == (size, size)
+
+
+@pytest.mark.timeout(300)
+def test_scan_cli_on_ray_masks_reports_audits_and_exits_3(ray_local, tmp_path):
+    from typer.testing import CliRunner
+
+    from provenir.cli import app
+    from provenir.governance.audit import AuditLogger
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "a.jsonl", 120)
+    audit, masked, report = tmp_path / "audit", tmp_path / "masked", tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["scan", str(src), "--ray", "--workers", "2", "--mask", str(masked),
+                                      "--report", str(report), "--audit-dir", str(audit)])
+    assert result.exit_code == 3, result.output
+    assert "Ray Data (2 workers)" in result.output and "GITHUB_TOKEN" in result.output
+    payload = json.loads(report.read_text())
+    assert payload["executor"] == "ray-data (2 workers)" and payload["exit_code"] == 3
+    assert payload["records"] == 122 and payload["malformed"] == 2
+    assert payload["pii"] == {"EMAIL": 40} and payload["secrets"] == {"GITHUB_TOKEN": 40}
+    local = scan_files_local([str(src)], mask_dir=str(tmp_path / "local"), mask_mode="placeholder")
+    ray_lines = [x for p in payload["masked_outputs"] for x in Path(p).read_text().splitlines()]
+    local_lines = [x for p in local.masked_outputs for x in Path(p).read_text().splitlines()]
+    assert ray_lines == local_lines and len(ray_lines) == 120
+    findings = [json.loads(x) for p in sorted(Path(str(report) + ".findings").glob("*.jsonl"))
+                for x in p.read_text().splitlines()]
+    assert len(findings) == 80 and all("a1B2c3D4e5F6g7H8" not in json.dumps(f) for f in findings)
+    assert {f["line"] for f in findings if f["entity_type"] == "GITHUB_TOKEN"} == \
+        {i + 1 + (i > 10) + (i > 20) for i in range(1, 120, 3)}  # two malformed lines shift the numbers
+    (event,) = AuditLogger(audit).read()
+    assert event["event"] == "governance.scan" and event["details"]["executor"] == "ray-data (2 workers)"
+    # the masked output re-scans clean, on Ray too
+    again = CliRunner().invoke(app, ["scan", str(masked), "--ray", "--workers", "1", "--audit-dir", str(audit),
+                                     "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["secrets"] == {} and json.loads(again.output)["pii"] == {}
+
+
+@pytest.mark.timeout(300)
+def test_ner_runs_on_the_ray_workers(ray_local, tmp_path, spacy_pipeline):
+    from provenir.distributed.governance import scan_files
+
+    path = tmp_path / "people.jsonl"
+    rows = [{"instruction": "Ada Lovelace moved to London", "output": "mail ada@x.io"},
+            {"instruction": "nobody here", "output": "ok"}] * 20
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = scan_files([str(path)], mask_dir=str(tmp_path / "m"), workers=2, shard_bytes=500,
+                        ner="presidio", ner_model=spacy_pipeline)
+    assert report.ner_engine == "presidio-analyzer+spacy:tiny_ner" and report.ner_note is None
+    assert report.pii == {"PERSON": 20, "LOCATION": 20, "EMAIL": 20}
+    masked = [json.loads(x) for p in report.masked_outputs for x in Path(p).read_text().splitlines()]
+    assert masked[0] == {"instruction": "<PERSON> moved to <LOCATION>", "output": "mail <EMAIL>"}
+    assert masked[1] == rows[1] and len(masked) == 40
+
+
+@pytest.mark.timeout(300)
+def test_ray_parquet_row_numbers_are_exact_across_row_groups(ray_local, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from provenir.distributed.data import plan_parquet_shards
+    from provenir.distributed.governance import scan_files
+
+    texts = [f"row {i}" + (f" mail u{i}@corp.io" if i % 7 == 0 else "") for i in range(100)]
+    pq.write_table(pa.table({"prompt": texts}), tmp_path / "d.parquet", row_group_size=16)
+    shards = plan_parquet_shards([str(tmp_path / "d.parquet")])
+    assert [s["first_line"] for s in shards] == [1, 17, 33, 49, 65, 81, 97]
+    report = scan_files([str(tmp_path / "d.parquet")], findings_dir=str(tmp_path / "f"), workers=2)
+    findings = [json.loads(x) for p in sorted((tmp_path / "f").glob("*.jsonl")) for x in p.read_text().splitlines()]
+    assert report.records == 100 and report.pii == {"EMAIL": 15}
+    assert sorted(f["line"] for f in findings) == [i + 1 for i in range(0, 100, 7)]

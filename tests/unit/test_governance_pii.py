@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,20 +133,6 @@ def test_no_ner_engine_is_stated():
         PIIScanner(ner="presidio", ner_model="en_core_web_lg")
 
 
-@pytest.fixture(scope="module")
-def spacy_pipeline(tmp_path_factory):
-    """A real spaCy pipeline that needs no download: a blank English model with an entity ruler."""
-    spacy = pytest.importorskip("spacy")
-    pytest.importorskip("presidio_analyzer")
-    nlp = spacy.blank("en")
-    ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns([{"label": "PERSON", "pattern": [{"LOWER": "ada"}, {"LOWER": "lovelace"}]},
-                        {"label": "GPE", "pattern": "London"}])
-    path = tmp_path_factory.mktemp("spacy") / "tiny_ner"
-    nlp.to_disk(path)
-    return str(path)
-
-
 def test_presidio_engine_wiring(spacy_pipeline):
     scanner = PIIScanner(ner="presidio", ner_model=spacy_pipeline)
     record = {"messages": [{"role": "user", "content": "Ada Lovelace moved to London; mail ada@x.io"}]}
@@ -179,3 +166,21 @@ def test_file_scan_reports_bad_lines_with_file_and_line(tmp_path):
     assert report.pii == {"EMAIL": 2}
     masked = (tmp_path / "m" / "mixed.jsonl").read_text().splitlines()
     assert len(masked) == 3 and masked[0] == '{"a": "<EMAIL>"}' and masked[2] == '{"n": 1, "s": "ok"}'
+
+
+def test_in_process_scan_of_a_remote_fsspec_folder(tmp_path):
+    import fsspec
+
+    from provenir.governance import scan_files
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket-gov/data/a.jsonl", b'{"instruction": "mail a@corp.io", "output": "ok"}\n')
+    fs.pipe("/bucket-gov/data/sub/b.jsonl", b'{"prompt": "call (415) 555-2671"}\n{"prompt": "clean"}\n')
+    fs.pipe("/bucket-gov/data/notes.txt", b"not a dataset")
+    try:
+        report = scan_files(["memory://bucket-gov/data"], mask_dir=str(tmp_path / "m"), mask_mode="placeholder")
+        assert report.records == 3 and report.pii == {"EMAIL": 1, "PHONE": 1}
+        assert [Path(p).name for p in report.masked_outputs] == ["a.jsonl", "b.jsonl"]
+        assert (tmp_path / "m" / "b.jsonl").read_text().splitlines()[0] == '{"prompt": "call <PHONE>"}'
+    finally:
+        fs.rm("/bucket-gov", recursive=True)
