@@ -102,6 +102,7 @@ def launch(
     resources_per_worker: dict[str, float] | None = None,
     num_to_keep: int | None = None,
     download_to: str | None = None,
+    storage_filesystem: Any = None,
 ) -> LaunchResult:
     """Run ``train_loop(loop_config)`` on every worker of a Ray Train ``TorchTrainer``.
 
@@ -125,12 +126,23 @@ def launch(
         resources_per_worker: overrides Ray's default (1 CPU, plus 1 GPU with ``use_gpu``).
         num_to_keep: checkpoints kept in storage (``None``: all).
         download_to: where to put the final checkpoint when storage is remote (default: a temp dir).
+        storage_filesystem: a ``pyarrow.fs`` filesystem for ``storage_path`` (an S3-compatible
+            store at a custom endpoint, say). Default: :func:`storage_filesystem_from_env`, so an
+            ``s3://`` path honours ``AWS_ENDPOINT_URL`` and the ``AWS_*`` keys of the launching
+            process on every worker (MinIO, Ceph, a local test server), not only where they are set.
 
     Raises:
         ConfigError: an unknown strategy, ``num_workers < 1``, DeepSpeed without GPUs.
     """
     _check_launch(strategy, num_workers, use_gpu, max_failures)
-    storage_path = _normalise_storage(storage_path)
+    if storage_filesystem is None:
+        storage_path = _normalise_storage(storage_path)
+        storage_filesystem = storage_filesystem_from_env(storage_path)
+    else:  # a path inside the given filesystem, never a local folder of this machine
+        storage_path = storage_path.rstrip("/")
+    storage_uri = f"{storage_path}/{name}"
+    if storage_filesystem is not None and "://" in storage_path:
+        storage_path = storage_path.split("://", 1)[1]  # Ray wants the bare path with a filesystem
     connect(address)
     # Through Ray Client the trainer runs in a driver task on the cluster; the final checkpoint is
     # fetched here, on the caller's side, so checkpoint_path is a folder the caller can read.
@@ -145,9 +157,11 @@ def launch(
         max_failures=max_failures,
         resources_per_worker=resources_per_worker,
         num_to_keep=num_to_keep,
+        storage_filesystem=storage_filesystem,
         num_cpus=0.1,
     )
     checkpoint, result.checkpoint = result.checkpoint, None
+    result.storage_uri = storage_uri
     result.checkpoint_path = _local_copy(checkpoint, download_to)
     return result
 
@@ -169,6 +183,28 @@ def _check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: 
         )
 
 
+def storage_filesystem_from_env(storage_path: str) -> Any:
+    """For an ``s3://`` storage path when ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) is set:
+    a ``pyarrow.fs.S3FileSystem`` for that endpoint with the ``AWS_*`` credentials of this process,
+    which Ray pickles to every worker; ``None`` otherwise (Ray resolves the URI on each node)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not storage_path.startswith("s3://") or not endpoint:
+        return None
+    import pyarrow.fs
+
+    scheme, _, host = endpoint.partition("://")
+    if not host:
+        scheme, host = "https", endpoint
+    kwargs: dict[str, Any] = {"endpoint_override": host.rstrip("/"), "scheme": scheme}
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                      session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pyarrow.fs.S3FileSystem(**kwargs)
+
+
 def _normalise_storage(storage_path: str) -> str:
     if "://" in storage_path:
         return storage_path.rstrip("/")
@@ -188,6 +224,7 @@ def _fit(
     max_failures: int,
     resources_per_worker: dict[str, float] | None,
     num_to_keep: int | None,
+    storage_filesystem: Any = None,
 ) -> LaunchResult:
     """Build and fit the trainer; the result keeps Ray's final ``Checkpoint`` in ``.checkpoint``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -203,6 +240,7 @@ def _fit(
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
         ),
@@ -461,5 +499,6 @@ __all__ = [
     "launch",
     "ray_report_callback",
     "resume_checkpoint_dir",
+    "storage_filesystem_from_env",
     "strategy_training_args",
 ]

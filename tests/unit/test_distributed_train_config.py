@@ -222,3 +222,47 @@ def test_final_checkpoint_location_local_and_remote(tmp_path):
     assert _flat_metrics([{"loss": 2.0, "step": 1}, {"loss": 1.5, "grad_norm": float("nan"), "tag": "x"}]) == {
         "loss": 1.5, "step": 1,
     }
+
+
+def test_storage_filesystem_from_env(monkeypatch):
+    """An s3:// storage path with AWS_ENDPOINT_URL set gets an S3FileSystem for that endpoint;
+    local paths, other schemes and an unset endpoint get None (Ray resolves those itself)."""
+    import pyarrow.fs
+
+    from provenir.distributed.train import storage_filesystem_from_env
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(key, raising=False)
+    assert storage_filesystem_from_env("s3://bucket/runs") is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000/")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert storage_filesystem_from_env("/data/runs") is None
+    assert storage_filesystem_from_env("gs://bucket/runs") is None
+    fs = storage_filesystem_from_env("s3://bucket/runs")
+    assert isinstance(fs, pyarrow.fs.S3FileSystem)
+    assert fs.region == "eu-west-1"
+
+
+def test_launch_with_a_filesystem_never_creates_a_local_folder(tmp_path, monkeypatch):
+    """A bare path inside an explicit filesystem is not a local folder: nothing appears in cwd."""
+    import pyarrow.fs
+
+    import provenir.distributed.train as dt
+
+    seen = {}
+
+    def fake_fit(train_loop, loop_config, **kwargs):
+        seen.update(kwargs)
+        return dt.LaunchResult(None, {}, None, None, None)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dt, "connect", lambda address=None: None)
+    monkeypatch.setattr(dt, "_fit", fake_fit)
+    fs = pyarrow.fs.SubTreeFileSystem(str(tmp_path / "remote"), pyarrow.fs.LocalFileSystem())
+    result = dt.launch(lambda config: None, {}, num_workers=1, use_gpu=False,
+                       storage_path="bucket/prefix", name="run-1", storage_filesystem=fs)
+    assert seen["storage_path"] == "bucket/prefix" and seen["storage_filesystem"] is fs
+    assert result.storage_uri == "bucket/prefix/run-1"
+    assert not (tmp_path / "bucket").exists()
