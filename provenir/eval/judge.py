@@ -618,7 +618,9 @@ class AnthropicJudge(_APIJudge):
 
     def _get_client(self) -> Any:
         if self._client is None:
-            kwargs: dict[str, Any] = {"api_key": self._resolve_key(), "timeout": self.timeout, "max_retries": 0}
+            # A proxy or test server at base_url may need no key; the client insists on one.
+            key = self._resolve_key() or "not-needed"
+            kwargs: dict[str, Any] = {"api_key": key, "timeout": self.timeout, "max_retries": 0}
             if self.base_url:
                 kwargs["base_url"] = self.base_url
             self._client = self._module.Anthropic(**kwargs)
@@ -655,6 +657,10 @@ class OpenAIJudge(_APIJudge):
     def __init__(self, model: str, *, json_mode: bool = True, temperature: float | None = 0.0, **kwargs: Any):
         super().__init__(model, temperature=temperature, **kwargs)
         self.json_mode = json_mode
+
+    @property
+    def identity(self) -> str:
+        return f"{super().identity}:json_mode={self.json_mode}"
 
     def _get_client(self) -> Any:
         if self._client is None:

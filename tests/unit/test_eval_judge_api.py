@@ -199,3 +199,18 @@ def test_openai_compatible_server_needs_no_key(monkeypatch):
         judge = OpenAIJudge(model="local-llama", base_url=server.base_url, json_mode=False, sleep=lambda s: None)
         assert judge.score_pairwise("q", "x", "y").preferred == "a"
     assert "response_format" not in server.requests[0]["json"]
+
+
+def test_anthropic_proxy_at_base_url_needs_no_key(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    with VendorServer("anthropic", [pref("A"), pref("B")]) as server:
+        judge = AnthropicJudge(model="claude-proxy", base_url=server.base_url, sleep=lambda s: None)
+        assert judge.score_pairwise("q", "x", "y").preferred == "a"
+    assert len(server.requests) == 2
+
+
+def test_openai_identity_separates_json_mode():
+    """Cache keys differ between JSON mode on and off: the two prompts can answer differently."""
+    on, off = OpenAIJudge(model="m", api_key="k"), OpenAIJudge(model="m", api_key="k", json_mode=False)
+    assert on.identity != off.identity
