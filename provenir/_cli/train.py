@@ -64,7 +64,7 @@ def demo(
 ) -> None:
     """Build the tiny model, measure exact match, train with LoRA, measure again, verify the run."""
     from provenir._cli._common import store_root
-    from provenir._cli.core import _print_verification
+    from provenir._cli.core import _print_manifest, _print_verification
     from provenir.core.config import RunConfig
     from provenir.core.errors import ConfigError
     from provenir.core.store import ArtifactStore
@@ -102,6 +102,7 @@ def demo(
         for instruction, ref, pred in after.examples:
             out.print(f"  {instruction!r} → {pred!r} (expected {ref!r})", markup=False)
         out.print(f"run {job.run_id} · adapter {job.training.adapter_path}")
+        _print_manifest(job.training.manifest)
         _print_verification(job.verification)
     if not job.verification.ok:
         raise typer.Exit(1)

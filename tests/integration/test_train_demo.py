@@ -29,3 +29,22 @@ def test_demo_exact_match_rises(repo_root, tiny_model_dir, store_root):
     job = result["job"]
     assert job.verification.ok
     assert job.training.manifest.metrics["steps"] == config.max_steps
+
+
+def test_demo_command_prints_the_manifest_and_its_verification(repo_root, tiny_model_dir, tmp_path):
+    """`provenir demo` (what `make demo` runs) prints the scores, the manifest and its verification."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "provenir.cli", "demo", "--store", str(tmp_path / "store"), "--quiet",
+         "--set", "max_steps=2", "--set", f"model_name_or_path={tiny_model_dir}"],
+        capture_output=True, text=True, cwd=repo_root, timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "eval exact match before training" in out.stdout
+    assert "manifest " in out.stdout and "config_hash" in out.stdout and "dataset_hash" in out.stdout
+    assert "artifact " in out.stdout and "metric steps" in out.stdout
+    assert ": verified" in out.stdout
