@@ -204,7 +204,7 @@ def audit_verify(
                                                 help="Hash the log must end at (detects truncation)."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Check the hash chain; exit 1 naming the first broken, missing or torn entry."""
+    """Check the hash chain; exit 1 naming the first broken, missing or torn entry (or a missing log)."""
     from provenir.governance.audit import AuditLogger
 
     result = AuditLogger(_audit_dir(log_dir)).verify(expected_head=expected_head)
@@ -215,8 +215,8 @@ def audit_verify(
     else:
         from rich.markup import escape
 
-        console().print(f"[bold red]broken[/] after {result.entries} valid entries: {escape(result.reason)}",
-                        soft_wrap=True)
+        where = f" after {result.entries} valid entries" if result.entries else ""
+        console().print(f"[bold red]broken[/]{where}: {escape(result.reason)}", soft_wrap=True)
     if not result.ok:
         raise typer.Exit(1)
 

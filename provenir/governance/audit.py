@@ -272,13 +272,18 @@ class AuditLogger:
         return self.verify().head
 
     def verify(self, expected_head: str | None = None) -> AuditVerification:
-        """Check every entry's hash and link; name the first broken, missing or torn entry."""
-        if not self.path.exists():
-            ok = expected_head in (None, GENESIS)
-            return AuditVerification(ok=ok, entries=0, reason="" if ok else "log is missing")
+        """Check every entry's hash and link; name the first broken, missing or torn entry.
+
+        A log that does not exist or holds nothing is not intact: every writer appends at least one
+        entry, so an absent or empty file means the log was deleted or truncated whole.
+        """
+        if not self.path.is_file():
+            return AuditVerification(ok=False, entries=0, first_bad_seq=0, reason=f"no audit log at {self.path}")
         prev, expected_seq, count = GENESIS, 0, 0
         with open(self.path, "rb") as handle:
             data = handle.read()
+        if not data:
+            return self._bad(0, 1, 0, f"audit log {self.path} is empty: every entry was removed", GENESIS)
         lines = data.split(b"\n")
         complete = data.endswith(b"\n") or not data
         if lines and lines[-1] == b"":

@@ -84,6 +84,18 @@ def test_torn_last_line_is_reported_then_sealed(log):
     assert log.read()[-2]["details"]["bytes"] == len(b'{"seq": 5, "ts": "2026-')
 
 
+def test_missing_or_empty_log_is_not_intact(tmp_path):
+    missing = AuditLogger(tmp_path / "never-written").verify()
+    assert not missing.ok and missing.entries == 0
+    assert missing.reason == f"no audit log at {tmp_path / 'never-written' / 'audit.jsonl'}"
+    logger = AuditLogger(tmp_path / "emptied")
+    logger.log("run", "ci")
+    logger.path.write_bytes(b"")
+    empty = logger.verify()
+    assert not empty.ok and empty.entries == 0 and empty.first_bad_line == 1 and empty.first_bad_seq == 0
+    assert "is empty" in empty.reason and str(logger.path) in empty.reason
+
+
 def test_details_are_redacted(tmp_path):
     logger = AuditLogger(tmp_path)
     logger.log("run", "ci", api_key="sk-secret", db={"password": "hunter2", "host": "db"},

@@ -76,3 +76,17 @@ def test_missing_input_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["scan", str(tmp_path / "nope.jsonl"), "--audit-dir", str(tmp_path / "a")])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_verify_of_a_missing_or_empty_log_fails(tmp_path, state):
+    audit = tmp_path / "audit"
+    if state == "empty":
+        audit.mkdir()
+        (audit / "audit.jsonl").write_bytes(b"")
+    result = runner.invoke(app, ["audit", "verify", str(audit)])
+    assert result.exit_code == 1, result.output
+    assert "intact" not in result.output
+    assert ("no audit log at" if state == "missing" else "is empty") in result.output
+    as_json = runner.invoke(app, ["audit", "verify", str(audit), "--json"])
+    assert as_json.exit_code == 1 and json.loads(as_json.output)["ok"] is False
