@@ -3,9 +3,10 @@
 1. **Chunking** (:meth:`RAGDataGenerator.chunk_document`), lengths in characters. Paragraphs (split on
    blank lines, inner whitespace collapsed) are packed whole into chunks of at most
    ``max_chunk_length``; a paragraph too long for one chunk is cut at sentence ends, and a sentence
-   too long at word boundaries (a single word longer than the maximum is cut hard). A chunk shorter
-   than ``min_chunk_length`` is merged into its neighbour when the result fits, and dropped
-   otherwise; a document shorter than ``min_chunk_length`` gives no chunk.
+   too long at word boundaries (a single word longer than the maximum is cut hard). Packing is
+   greedy, so a chunk shorter than ``min_chunk_length`` already holds every neighbouring piece that
+   fits beside it within the maximum; such a chunk is dropped, and a document shorter than
+   ``min_chunk_length`` gives no chunk.
 2. **Generation** through a :class:`~provenir.data.generation.TextGenerator`: a local transformers
    model, an OpenAI-compatible endpoint, Anthropic, or (default) the deterministic extractive
    generator. ``questions_per_chunk`` pairs are asked for each chunk.
@@ -157,15 +158,9 @@ class RAGDataGenerator:
                 current = unit
         if current:
             chunks.append(current)
-        merged: list[str] = []
-        for chunk in chunks:
-            if merged and len(merged[-1]) < floor and len(merged[-1]) + 1 + len(chunk) <= limit:
-                merged[-1] = f"{merged[-1]}\n\n{chunk}"
-            elif merged and len(chunk) < floor and len(merged[-1]) + 1 + len(chunk) <= limit:
-                merged[-1] = f"{merged[-1]}\n\n{chunk}"
-            else:
-                merged.append(chunk)
-        return [c for c in merged if len(c) >= floor]
+        # No merging pass: a chunk ended because its neighbour's first piece did not fit beside it,
+        # so the two joined by a separator cannot fit either.
+        return [c for c in chunks if len(c) >= floor]
 
     # -- generation ----------------------------------------------------------------------------
     def _judge_prompt(self, context: str, question: str) -> str:

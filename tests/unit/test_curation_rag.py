@@ -258,3 +258,48 @@ def test_transformers_generator_on_the_tiny_model(tiny_model_dir):
     assert len(variants) <= 2 and all(v["method"] == f"paraphrase:{gen.identity()}" for v in variants)
     rag = RAGDataGenerator(RAGGeneratorConfig(questions_per_chunk=1), generator=gen)
     assert isinstance(rag.generate_qa_pairs([DOC[:200]]), list)  # unparseable replies give no pair, not an error
+
+
+def _paragraph(length: int, word: str = "lorem") -> str:
+    """Words separated by single spaces, exactly ``length`` characters, ending with a full stop."""
+    text = " ".join([word] * (length // (len(word) + 1) + 1))[: length - 1].rstrip()
+    return text + "x" * (length - 1 - len(text)) + "."
+
+
+def test_merging_counts_the_paragraph_separator_in_full():
+    gen = RAGDataGenerator(RAGGeneratorConfig(max_chunk_length=120, min_chunk_length=40))
+    long, short = _paragraph(80), _paragraph(39, "ipsum")
+    assert (len(long), len(short)) == (80, 39)
+    # 80 + len("\n\n") + 39 = 121: too long to join, and the 39-character rest is too short to keep
+    assert gen.chunk_document(f"{long}\n\n{short}") == [long]
+    fits = _paragraph(79)
+    assert gen.chunk_document(f"{fits}\n\n{short}") == [f"{fits}\n\n{short}"]  # exactly 120
+
+
+def test_chunk_lengths_stay_within_bounds_for_random_paragraphs():
+    import random
+
+    rng = random.Random(0)
+    for trial in range(2000):
+        limit = rng.randint(8, 160)
+        floor = rng.choice([0, rng.randint(0, limit)])
+        paragraphs = []
+        for _ in range(rng.randint(1, 6)):
+            words = []
+            for _ in range(rng.randint(1, 40)):
+                word = "".join(rng.choices("abcdefgh", k=rng.choice([rng.randint(1, 9), rng.randint(1, 2 * limit)])))
+                words.append(word.capitalize() + "." if rng.random() < 0.2 else word)
+            paragraphs.append(" ".join(words))
+        doc = "\n\n".join(paragraphs)
+        chunks = RAGDataGenerator(RAGGeneratorConfig(max_chunk_length=limit, min_chunk_length=floor)).chunk_document(doc)
+        context = f"trial {trial}: max={limit} min={floor}"
+        assert all(floor <= len(c) <= limit for c in chunks), (context, [len(c) for c in chunks])
+        flat_doc, pos = "".join(doc.split()), 0
+        for chunk in chunks:  # every chunk is a piece of the document, in order
+            found = flat_doc.find("".join(chunk.split()), pos)
+            assert found >= pos, context
+            pos = found + len("".join(chunk.split()))
+        if floor == 0:  # nothing is too short to keep: nothing is lost
+            assert "".join("".join(c.split()) for c in chunks) == flat_doc, context
+        if len(" ".join(doc.split())) < floor:  # a document shorter than the minimum gives no chunk
+            assert chunks == [], context
