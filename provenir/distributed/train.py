@@ -290,7 +290,8 @@ def resume_checkpoint_dir() -> str | None:
 
     That is the latest checkpoint registered for this run: after a worker-group restart, or when
     the run is launched again with the same ``storage_path``/``name``. Remote checkpoints are
-    downloaded to a temporary folder; local ones are read in place.
+    downloaded into a temporary folder under their own name (``…/checkpoint-000004``); local ones
+    are read in place.
     """
     if not in_ray_worker():
         return None
@@ -301,7 +302,8 @@ def resume_checkpoint_dir() -> str | None:
         return None
     if _is_local(checkpoint):
         return str(checkpoint.path)
-    return str(checkpoint.to_directory(tempfile.mkdtemp(prefix="provenir-resume-")))
+    name = os.path.basename(str(checkpoint.path).rstrip("/")) or "checkpoint"
+    return str(checkpoint.to_directory(os.path.join(tempfile.mkdtemp(prefix="provenir-resume-"), name)))
 
 
 def checkpoint_rank(relative_path: str) -> int | None:
