@@ -397,9 +397,15 @@ class RunConfig(_Strict):
                 f"{path}:1: the top level must be a mapping of keys (name:, backend:, …), "
                 f"got a {type(raw).__name__}"
             )
+        lines, duplicates = _key_lines(text)
+        if duplicates:
+            keys, line, first = duplicates[0]
+            raise ConfigError(
+                f"{path}:{line}: duplicate key {'.'.join(map(str, keys))!r} (first set on line {first}); "
+                "YAML would silently keep only the last one: remove one of them"
+            )
         for dotted, value in (overrides or {}).items():
             _set_dotted(raw, dotted, value)
-        lines = _key_lines(text)
         try:
             config = cls.model_validate(raw)
         except ValidationError as exc:
@@ -472,19 +478,25 @@ def _resolve_relative_paths(config: RunConfig, base: Path) -> RunConfig:
     return config
 
 
-def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each key path in a YAML document to the (1-based) line where it appears."""
+def _key_lines(
+    text: str,
+) -> tuple[dict[tuple[Any, ...], int], list[tuple[tuple[Any, ...], int, int]]]:
+    """Map each key path in a YAML document to the (1-based) line where it appears; also list
+    keys set twice in one mapping as ``(key path, line, first line)``."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return {}
+        return {}, []
     lines: dict[tuple[Any, ...], int] = {}
+    duplicates: list[tuple[tuple[Any, ...], int, int]] = []
 
     def walk(node: Any, prefix: tuple[Any, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                key = key_node.value
-                lines[prefix + (key,)] = key_node.start_mark.line + 1
+                key, line = key_node.value, key_node.start_mark.line + 1
+                if prefix + (key,) in lines and key_node.tag != "tag:yaml.org,2002:merge":
+                    duplicates.append((prefix + (key,), line, lines[prefix + (key,)]))
+                lines[prefix + (key,)] = line
                 walk(value_node, prefix + (key,))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
@@ -493,7 +505,7 @@ def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
 
     if root is not None:
         walk(root, ())
-    return lines
+    return lines, duplicates
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

@@ -176,3 +176,18 @@ def test_to_yaml_round_trips(tmp_path):
     cfg = RunConfig(name="rt", peft=PEFTConfig(rank=4), distributed=DistributedConfig(strategy="ddp"))
     path = write(tmp_path, cfg.to_yaml())
     assert RunConfig.from_yaml(path) == cfg
+
+
+def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\npeft:\n  rank: 4\n  alpha: 8\n  rank: 16\nseed: 1\n")
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_yaml(path)
+    message = str(err.value)
+    assert f"{path}:5:" in message and "'peft.rank'" in message and "line 3" in message
+
+
+def test_same_key_in_different_mappings_is_fine(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("name: a\nseed: 3\npeft:\n  rank: 4\ndistributed:\n  num_gpus: 1\n")
+    assert RunConfig.from_yaml(path).peft.rank == 4
