@@ -247,6 +247,18 @@ def _masked_name(path: str, used: set[str]) -> str:
     return candidate
 
 
+def _local_folder(folder: str) -> str:
+    from provenir.core.errors import ConfigError
+
+    folder = str(folder)
+    if folder.startswith("file://"):
+        return folder[len("file://"):]
+    if "://" in folder:
+        raise ConfigError(f"{folder}: an in-process scan writes masked records to a local folder only; "
+                          "run it on Ray Data (provenir scan --ray or --address) to write to a URI")
+    return folder
+
+
 def scan_files_local(
     paths: Sequence[str], *, mask_dir: str | None = None, findings_path: str | None = None,
     batch_size: int = 1024, progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
@@ -254,10 +266,13 @@ def scan_files_local(
 ) -> ScanReport:
     """Scan (and optionally mask) files in this process; stream findings to ``findings_path``.
 
+    ``mask_dir`` is a local folder (``file://`` accepted); masked output to a store URI is written
+    by the Ray Data scan (:func:`provenir.distributed.governance.scan_files`).
     ``progress(bytes_done, bytes_total)`` is called after each batch (local files only count bytes).
     """
     from provenir.core.io import atomic_open
 
+    mask_dir = _local_folder(mask_dir) if mask_dir else None
     files = expand_inputs(paths)
     op = BatchOp(**op_kwargs)
     report = ScanReport(inputs=files, executor="in-process", mask_mode=op.mask_mode,

@@ -20,7 +20,8 @@ under secret-like keys (``password``, ``token``, ``api_key``, …) and any secre
 recognises inside strings become ``[REDACTED:TYPE]``.
 
 The default log folder: ``$PROVENIR_AUDIT_DIR`` if set, else ``<store root>/audit`` (the store root
-being ``$PROVENIR_STORE`` or ``artifacts``); see :func:`default_audit_dir`.
+being ``$PROVENIR_STORE`` or ``artifacts``; a store URI keeps its log in the local
+``artifacts/audit``); see :func:`default_audit_dir`. The log is always on local disk.
 """
 
 from __future__ import annotations
@@ -44,16 +45,34 @@ _SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey
                      "private_key", "credential", "authorization", "cookie", "session_key")
 
 
+def _local_dir(folder: str | Path, what: str) -> Path:
+    """``folder`` as a local path (``file://`` stripped); a store URI is refused: the log is appended
+    under a lock file with ``O_APPEND`` and ``fsync``, which object stores do not offer."""
+    from provenir.core.errors import ConfigError
+
+    text = str(folder)
+    if text.startswith("file://"):
+        return Path(text[len("file://"):])
+    if "://" in text:
+        raise ConfigError(f"{what}: the audit log must be a local folder (it is appended under a file "
+                          "lock); set PROVENIR_AUDIT_DIR or --audit-dir to a local path")
+    return Path(text)
+
+
 def default_audit_dir(store_root: str | Path | None = None) -> Path:
     """Where audit events go: ``$PROVENIR_AUDIT_DIR``, else ``<store root>/audit``.
 
-    The store root is the argument, else ``$PROVENIR_STORE``, else ``artifacts``.
+    The store root is the argument, else ``$PROVENIR_STORE``, else ``artifacts``. The log is a local
+    file: a store root that is a URI (``s3://…``) keeps its audit log in the local
+    ``artifacts/audit``, and ``$PROVENIR_AUDIT_DIR`` must be a local folder (else ``ConfigError``).
     """
     env = os.environ.get("PROVENIR_AUDIT_DIR")
     if env:
-        return Path(env)
-    root = store_root or os.environ.get("PROVENIR_STORE") or "artifacts"
-    return Path(str(root)) / "audit"
+        return _local_dir(env, f"PROVENIR_AUDIT_DIR={env}")
+    root = str(store_root or os.environ.get("PROVENIR_STORE") or "artifacts")
+    if "://" in root and not root.startswith("file://"):
+        root = "artifacts"
+    return _local_dir(root, root) / "audit"
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:
@@ -157,7 +176,7 @@ class AuditLogger:
     """
 
     def __init__(self, log_dir: str | Path, *, fsync: bool = True, lock_timeout: float = 60.0):
-        self.log_dir = Path(log_dir)
+        self.log_dir = _local_dir(log_dir, str(log_dir))
         self.path = self.log_dir / LOG_NAME
         self.lock_path = self.log_dir / (LOG_NAME + ".lock")
         self.fsync = fsync

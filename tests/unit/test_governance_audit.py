@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from provenir.core.errors import ConfigError
 from provenir.governance.audit import AuditLogger, default_audit_dir
 
 
@@ -111,9 +112,22 @@ def test_default_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("PROVENIR_AUDIT_DIR", raising=False)
     monkeypatch.setenv("PROVENIR_STORE", str(tmp_path / "store"))
     assert default_audit_dir() == tmp_path / "store" / "audit"
-    assert default_audit_dir("s3://bucket/root") == Path("s3://bucket/root") / "audit"
+    assert default_audit_dir(f"file://{tmp_path}/s") == tmp_path / "s" / "audit"
+    # the log is a local file (a lock file, O_APPEND, fsync): a store URI keeps it in ./artifacts/audit
+    assert default_audit_dir("s3://bucket/root") == Path("artifacts") / "audit"
+    monkeypatch.setenv("PROVENIR_STORE", "s3://bucket/root")
+    assert default_audit_dir() == Path("artifacts") / "audit"
     monkeypatch.setenv("PROVENIR_AUDIT_DIR", str(tmp_path / "a"))
     assert default_audit_dir() == tmp_path / "a"
+    monkeypatch.setenv("PROVENIR_AUDIT_DIR", "s3://bucket/audit")
+    with pytest.raises(ConfigError, match="PROVENIR_AUDIT_DIR=s3://bucket/audit: .*local folder"):
+        default_audit_dir()
+
+
+def test_logger_refuses_a_uri(tmp_path):
+    with pytest.raises(ConfigError, match="memory://bkt/audit: .*local folder"):
+        AuditLogger("memory://bkt/audit")
+    assert AuditLogger(f"file://{tmp_path}/a").log_dir == tmp_path / "a"
 
 
 def _writer(args: tuple[str, int, int]) -> None:
