@@ -21,10 +21,20 @@ AuditDirOption = typer.Option(
 )
 
 
-def _audit_dir(value: Optional[str]) -> Path:
+def _audit_dir(value: Optional[str]) -> str | Path:
     from provenir.governance.audit import default_audit_dir
 
-    return Path(value) if value else default_audit_dir()
+    return value if value else default_audit_dir()  # a string: AuditLogger refuses a URI by its "://"
+
+
+def _log_dir(log_dir: Optional[str], audit_dir: Optional[str]) -> str | Path:
+    """The audit folder of ``audit show|verify``: the LOG_DIR argument or ``--audit-dir``."""
+    if log_dir and audit_dir and Path(log_dir) != Path(audit_dir):
+        from provenir.core.errors import ConfigError
+
+        raise ConfigError(f"audit folder given twice ({log_dir} and --audit-dir {audit_dir}); "
+                          "pass LOG_DIR or --audit-dir, not both")
+    return _audit_dir(log_dir or audit_dir)
 
 
 def _actor() -> str:
@@ -50,6 +60,53 @@ def _summary_table(report: Any) -> Any:
     return table
 
 
+def _run_scan(data: list[str], *, mask: Optional[str], report: Optional[Path], address: Optional[str],
+              on_ray: bool, workers: int, overwrite: bool, json_out: bool, options: dict[str, Any]) -> Any:
+    """Run the scan in process or on Ray Data, with a progress bar; returns the ScanReport."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    def progress_bar() -> Progress:
+        return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                        TimeRemainingColumn(), console=err_console(), disable=json_out, transient=True)
+
+    if on_ray:
+        import logging
+
+        from provenir.distributed.cluster import connect
+        from provenir.distributed.governance import scan_files
+
+        import ray.data
+
+        connect(address)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # keep the summary readable
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+        findings_dir = str(report) + ".findings" if report else None
+        if not json_out:
+            console().print(f"[bold]provenir scan[/] on Ray Data ({workers} workers) · {len(data)} input(s)")
+        options["mask_mode"] = options["mask_mode"] or "placeholder"
+        with progress_bar() as bar:
+            task = bar.add_task(f"scanning ({workers} workers)", total=None)
+            return scan_files(data, mask_dir=mask, findings_dir=findings_dir, workers=workers,
+                              address=address, overwrite=overwrite,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total or None),
+                              **options)
+    from provenir.governance._files import scan_files_local
+
+    findings_path = str(report) + ".findings.jsonl" if report else None
+    if mask and overwrite and "://" not in mask and Path(mask).exists():
+        import shutil
+
+        shutil.rmtree(mask)
+    with progress_bar() as bar:
+        task = bar.add_task("scanning", total=None)
+        return scan_files_local(
+            data, mask_dir=mask, findings_path=findings_path,
+            progress=lambda done, total: bar.update(task, completed=done, total=total or None),
+            **options,
+        )
+
+
 def scan(
     data: list[str] = typer.Argument(..., help="JSONL/Parquet files or folders (local or fsspec URIs)."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Write masked records to this folder."),
@@ -70,66 +127,38 @@ def scan(
     audit_dir: Optional[str] = AuditDirOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Scan datasets for PII and secrets; optionally mask them. Exit 3 when live secrets are found."""
+    """Scan datasets for PII and secrets; optionally mask them. Exit 3 when live secrets are found.
+
+    Every scan writes one ``governance.scan`` audit event, a failed one too (``status="failed"``
+    and the error, redacted like every detail).
+    """
     from rich.markup import escape
 
-    from provenir.core.errors import ConfigError
+    from provenir.core.errors import ConfigError, ProvenirError
     from provenir.core.io import atomic_write_text
     from provenir.governance.audit import AuditLogger
 
-    if no_pii and no_secrets:
-        raise ConfigError("--no-pii and --no-secrets together leave nothing to scan; drop one")
-    if ner not in ("auto", "presidio", "none"):
-        raise ConfigError(f"--ner {ner}: expected auto, presidio or none")
-    salt_bytes = (salt or "").encode() or os.urandom(16)
-    options: dict[str, Any] = dict(pii=not no_pii, secrets=not no_secrets,
-                                   mask_mode=("pseudonym" if pseudonym else "placeholder") if mask else None,
-                                   salt=salt_bytes, phone_regions=tuple(region),
-                                   ner=None if ner == "none" else ner)
+    audit = AuditLogger(_audit_dir(audit_dir))
+    on_ray = bool(address or use_ray)
+    try:
+        if no_pii and no_secrets:
+            raise ConfigError("--no-pii and --no-secrets together leave nothing to scan; drop one")
+        if ner not in ("auto", "presidio", "none"):
+            raise ConfigError(f"--ner {ner}: expected auto, presidio or none")
+        salt_bytes = (salt or "").encode() or os.urandom(16)
+        options: dict[str, Any] = dict(pii=not no_pii, secrets=not no_secrets,
+                                       mask_mode=("pseudonym" if pseudonym else "placeholder") if mask else None,
+                                       salt=salt_bytes, phone_regions=tuple(region),
+                                       ner=None if ner == "none" else ner)
+        result = _run_scan(data, mask=mask, report=report, address=address, on_ray=on_ray, workers=workers,
+                           overwrite=overwrite, json_out=json_out, options=options)
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, ProvenirError) else f"{type(exc).__name__}: {exc}"
+        audit.log("governance.scan", _actor(), status="failed", error=error, inputs=list(data),
+                  executor=f"ray-data ({workers} workers)" if on_ray else "in-process", masked_to=mask,
+                  report=str(report) if report else None, exit_code=getattr(exc, "exit_code", 1))
+        raise
     out = console()
-    if address or use_ray:
-        import logging
-
-        from provenir.distributed.cluster import connect
-        from provenir.distributed.governance import scan_files
-
-        import ray.data
-
-        connect(address)
-        ray.data.DataContext.get_current().enable_progress_bars = False  # keep the summary readable
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-        findings_dir = str(report) + ".findings" if report else None
-        if not json_out:
-            out.print(f"[bold]provenir scan[/] on Ray Data ({workers} workers) · {len(data)} input(s)")
-        options["mask_mode"] = options["mask_mode"] or "placeholder"
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TimeRemainingColumn(), console=err_console(), disable=json_out, transient=True) as bar:
-            task = bar.add_task(f"scanning ({workers} workers)", total=None)
-            result = scan_files(data, mask_dir=mask, findings_dir=findings_dir, workers=workers,
-                                address=address, overwrite=overwrite,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total or None),
-                                **options)
-    else:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-        from provenir.governance._files import scan_files_local
-
-        findings_path = str(report) + ".findings.jsonl" if report else None
-        if mask and overwrite and Path(mask).exists():
-            import shutil
-
-            shutil.rmtree(mask)
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TimeRemainingColumn(), console=err_console(), disable=json_out, transient=True) as bar:
-            task = bar.add_task("scanning", total=None)
-            result = scan_files_local(
-                data, mask_dir=mask, findings_path=findings_path,
-                progress=lambda done, total: bar.update(task, completed=done, total=total or None),
-                **options,
-            )
     exit_code = EXIT_SECRETS if result.has_secrets and not allow_secrets else 0
     payload = result.to_dict()
     payload["exit_code"] = exit_code
@@ -137,9 +166,10 @@ def scan(
         import json
 
         atomic_write_text(report, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    AuditLogger(_audit_dir(audit_dir)).log(
-        "governance.scan", _actor(), inputs=result.inputs, executor=result.executor, records=result.records,
-        malformed=result.malformed, pii=result.pii, secrets=result.secrets, placeholders=result.placeholders,
+    audit.log(
+        "governance.scan", _actor(), status="ok", inputs=result.inputs, executor=result.executor,
+        records=result.records, malformed=result.malformed, pii=result.pii, secrets=result.secrets,
+        placeholders=result.placeholders,
         masked_to=mask, mask_mode=result.mask_mode, report=str(report) if report else None,
         ner_engine=result.ner_engine, exit_code=exit_code,
     )
@@ -171,14 +201,16 @@ def scan(
 
 @audit_app.command("show")
 def audit_show(
-    log_dir: Optional[str] = typer.Argument(None, help="Audit log folder (default: see --audit-dir)."),
+    log_dir: Optional[str] = typer.Argument(None, help="Audit log folder (same as --audit-dir)."),
     limit: int = typer.Option(50, "--limit", help="Show the last N entries (0: all)."),
+    audit_dir: Optional[str] = AuditDirOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Print the audit log's entries, newest last."""
     from provenir.governance.audit import AuditLogger
 
-    entries = AuditLogger(_audit_dir(log_dir)).read()
+    folder = _log_dir(log_dir, audit_dir)
+    entries = AuditLogger(folder).read()
     if limit:
         entries = entries[-limit:]
     if json_out:
@@ -186,7 +218,7 @@ def audit_show(
         return
     from rich.table import Table
 
-    table = Table(title=f"audit log {_audit_dir(log_dir)}")
+    table = Table(title=f"audit log {folder}")
     for col in ("seq", "time", "event", "actor", "details"):
         table.add_column(col, overflow="fold")
     import json
@@ -199,15 +231,16 @@ def audit_show(
 
 @audit_app.command("verify")
 def audit_verify(
-    log_dir: Optional[str] = typer.Argument(None, help="Audit log folder (default: see --audit-dir)."),
+    log_dir: Optional[str] = typer.Argument(None, help="Audit log folder (same as --audit-dir)."),
     expected_head: Optional[str] = typer.Option(None, "--expected-head",
                                                 help="Hash the log must end at (detects truncation)."),
+    audit_dir: Optional[str] = AuditDirOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Check the hash chain; exit 1 naming the first broken, missing or torn entry (or a missing log)."""
     from provenir.governance.audit import AuditLogger
 
-    result = AuditLogger(_audit_dir(log_dir)).verify(expected_head=expected_head)
+    result = AuditLogger(_log_dir(log_dir, audit_dir)).verify(expected_head=expected_head)
     if json_out:
         print_json(result.to_dict())
     elif result.ok:

@@ -90,3 +90,74 @@ def test_verify_of_a_missing_or_empty_log_fails(tmp_path, state):
     assert ("no audit log at" if state == "missing" else "is empty") in result.output
     as_json = runner.invoke(app, ["audit", "verify", str(audit), "--json"])
     assert as_json.exit_code == 1 and json.loads(as_json.output)["ok"] is False
+
+
+def _run_main(argv: list[str], capsys) -> tuple[int, str]:
+    from provenir.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_failed_scans_are_audited(data, tmp_path, capsys):
+    audit = tmp_path / "audit"
+    token = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    missing = tmp_path / f"leak-{token}.jsonl"
+    code, err = _run_main(["scan", str(missing), "--audit-dir", str(audit)], capsys)
+    assert code == 2 and err.count("error:") == 1 and "file not found" in err
+    full = tmp_path / "masked"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    code, err = _run_main(["scan", str(data), "--mask", str(full), "--audit-dir", str(audit)], capsys)
+    assert code == 2 and err.count("error:") == 1 and "not empty" in err
+    first, second = AuditLogger(audit).read()
+    assert first["event"] == second["event"] == "governance.scan"
+    assert first["details"]["status"] == second["details"]["status"] == "failed"
+    assert first["details"]["exit_code"] == second["details"]["exit_code"] == 2
+    assert first["details"]["error"].endswith("leak-[REDACTED:GITHUB_TOKEN].jsonl: file not found")
+    assert first["details"]["inputs"] == [str(tmp_path / "leak-[REDACTED:GITHUB_TOKEN].jsonl")]
+    assert "not empty" in second["details"]["error"] and second["details"]["masked_to"] == str(full)
+    assert token.encode() not in (audit / "audit.jsonl").read_bytes()
+    assert AuditLogger(audit).verify().ok
+
+
+def test_successful_scan_event_has_ok_status(data, tmp_path):
+    audit = tmp_path / "audit"
+    assert runner.invoke(app, ["scan", str(data), "--allow-secrets", "--audit-dir", str(audit)]).exit_code == 0
+    (event,) = AuditLogger(audit).read()
+    assert event["details"]["status"] == "ok" and "error" not in event["details"]
+
+
+def test_audit_commands_take_audit_dir_option(data, tmp_path, capsys):
+    audit = tmp_path / "audit"
+    assert runner.invoke(app, ["scan", str(data), "--allow-secrets", "--audit-dir", str(audit)]).exit_code == 0
+    shown = runner.invoke(app, ["audit", "show", "--audit-dir", str(audit), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert [e["event"] for e in json.loads(shown.output)] == ["governance.scan"]
+    ok = runner.invoke(app, ["audit", "verify", "--audit-dir", str(audit)])
+    assert ok.exit_code == 0 and "intact: 1 entries" in ok.output, ok.output
+    nowhere = runner.invoke(app, ["audit", "verify", "--audit-dir", str(tmp_path / "nowhere")])
+    assert nowhere.exit_code == 1 and "no audit log at" in nowhere.output
+    code, err = _run_main(["audit", "verify", str(audit), "--audit-dir", str(tmp_path / "other")], capsys)
+    assert code == 2 and "not both" in err
+
+
+@pytest.mark.parametrize("uri", ["memory://bkt/out", "s3://bkt/out"])
+def test_uri_mask_without_ray_is_refused(data, tmp_path, capsys, monkeypatch, uri):
+    monkeypatch.chdir(tmp_path)
+    audit = tmp_path / "audit"
+    code, err = _run_main(["scan", str(data), "--mask", uri, "--audit-dir", str(audit)], capsys)
+    assert code == 2 and "--ray" in err and uri in err
+    assert not (tmp_path / (uri.split("://")[0] + ":")).exists()
+    (event,) = AuditLogger(audit).read()
+    assert event["details"]["status"] == "failed" and uri in event["details"]["error"]
+
+
+def test_uri_audit_dir_is_refused(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run_main(["scan", str(data), "--audit-dir", "s3://bkt/audit"], capsys)
+    assert code == 2 and "must be a local folder" in err
+    code, err = _run_main(["audit", "verify", "--audit-dir", "s3://bkt/audit"], capsys)
+    assert code == 2 and "must be a local folder" in err
+    assert list(tmp_path.iterdir()) == [data]
