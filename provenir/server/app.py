@@ -3,7 +3,7 @@
 ``create_app()`` reads its settings from the environment when not given: ``PROVENIR_STORE`` (the
 artifact store root, default ``artifacts``), ``PROVENIR_API_TOKEN`` (when set, every endpoint but
 ``/health`` needs ``Authorization: Bearer <token>``) and ``PROVENIR_AUDIT_DIR`` (default
-``<store>/audit``). Start it with ``provenir serve`` (which refuses to listen beyond loopback
+``<store>/audit``; the local ``artifacts/audit`` for a URI store). Start it with ``provenir serve`` (which refuses to listen beyond loopback
 without a token), ``uvicorn provenir.server.app:create_app --factory``, or on Ray Serve
 (:mod:`provenir.server.serve`).
 
@@ -105,7 +105,7 @@ def create_app(
         store_root: artifact store root (default ``$PROVENIR_STORE`` or ``artifacts``).
         api_token: bearer token required on every endpoint but ``/health``
             (default ``$PROVENIR_API_TOKEN``; no token means no authentication — loopback only).
-        audit_dir: audit log folder (default ``$PROVENIR_AUDIT_DIR`` or ``<store>/audit``).
+        audit_dir: audit log folder (default: :func:`~provenir.governance.audit.default_audit_dir`).
         job_workers: training jobs run at once.
     """
     from fastapi import Depends, FastAPI, HTTPException, Request
@@ -114,10 +114,11 @@ def create_app(
     from provenir import __version__
     from provenir.core.errors import NotFoundError, ProvenirError
     from provenir.core.store import ArtifactStore, validate_run_id
+    from provenir.governance.audit import default_audit_dir
 
     root = store_root or os.environ.get("PROVENIR_STORE") or "artifacts"
     token = (api_token if api_token is not None else os.environ.get(TOKEN_ENV)) or None
-    audit_root = audit_dir or os.environ.get("PROVENIR_AUDIT_DIR") or _join(root, "audit")
+    audit_root = audit_dir or str(default_audit_dir(root))  # a URI store keeps its log on local disk
     store = ArtifactStore(root)
     jobs = _Jobs(job_workers)
 
@@ -255,10 +256,6 @@ def create_app(
         return PlainTextResponse(body, media_type="application/x-ndjson")
 
     return app
-
-
-def _join(root: str, name: str) -> str:
-    return root.rstrip("/") + "/" + name if "://" in root else os.path.join(root, name)
 
 
 def _audit(audit_dir: str, event: str, **details: Any) -> None:
