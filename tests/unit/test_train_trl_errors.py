@@ -100,3 +100,24 @@ def test_loop_config_is_plain_and_carries_the_strategy(tiny_model_dir):
     assert loop["strategy"] == "ddp" and loop["use_gpu"] is False
     assert loop["max_steps"] == 2 and loop["peft"]["use_rslora"] is True and loop["peft"]["rank"] == 4
     assert loop["deterministic"] is True and loop["seed"] == 42
+
+
+def test_deepspeed_without_gpus_fails_before_a_run_is_recorded(store_root, tiny_model_dir):
+    config = _config(str(tiny_model_dir), distributed=DistributedConfig(strategy="deepspeed", use_gpu=False))
+    err = _train(config, store_root)
+    assert isinstance(err, ConfigError) and "'deepspeed' needs GPUs" in str(err)
+    assert not (store_root / "runs").exists() or not any((store_root / "runs").iterdir())
+
+
+def test_callbacks_with_a_distributed_strategy_fail_before_any_work(store_root, tiny_model_dir, monkeypatch):
+    import provenir.train.backends.trl as trl_backend
+
+    def launched(*args, **kwargs):
+        raise AssertionError("the worker group was launched; the callbacks would have been dropped")
+
+    monkeypatch.setattr(trl_backend, "_launch_distributed", launched)
+    config = _config(str(tiny_model_dir), distributed=DistributedConfig(strategy="ddp", use_gpu=False))
+    store = ArtifactStore(store_root)
+    with pytest.raises(ConfigError, match="callbacks: trainer callbacks run only when training in process"):
+        get_backend("trl").train_sft(config, JsonlDataset.from_records(RECORDS), store=store, callbacks=[object()])
+    assert store.list_runs() == []

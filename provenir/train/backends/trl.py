@@ -2,7 +2,8 @@
 
 What one call does:
 
-1. **Checks, before any work**: the model path exists (or is a hub id), the template exists and
+1. **Checks, before any work**: the distributed settings Ray Train would refuse (and callbacks,
+   which run in process only), the model path exists (or is a hub id), the template exists and
    the tokenizer can serve it, 4/8-bit loading has bitsandbytes support, the data is not empty and
    every record formats (the failing record is named).
 2. **Records the run** (:class:`~provenir.core.run.RunRecorder`): run id, ``config.yaml``, a
@@ -89,7 +90,8 @@ class TRLBackend:
             store: the artifact store (default: ``config.store_root``).
             command: the command line recorded in the manifest.
             resume_run_id: continue this stopped run from its latest checkpoint.
-            callbacks: extra ``transformers.TrainerCallback`` objects (in-process training only).
+            callbacks: extra ``transformers.TrainerCallback`` objects; in-process training only
+                (with a distributed strategy they raise :class:`ConfigError`).
             progress: print one line per logging step to stderr.
             address: Ray address for distributed training (default: ``RAY_ADDRESS`` or local).
             init_adapter: a saved LoRA adapter folder to continue training from (instead of a
@@ -149,6 +151,7 @@ class TRLBackend:
         address: str | None,
         init_adapter: str | None = None,
     ) -> TrainingResult:
+        check_distributed(config, callbacks)
         prepared = prepare(method, config, train, evaluation)
         if init_adapter is not None and not Path(init_adapter).is_dir():
             raise ConfigError(f"init_adapter: {init_adapter} is not an adapter folder")
@@ -204,6 +207,28 @@ class TRLBackend:
 
 
 # -- preparation (driver side, before any work) -----------------------------------------------------
+
+
+def check_distributed(config: RunConfig, callbacks: list[Any] | None = None) -> None:
+    """What Ray Train would reject, checked before tokenizing and before a run is recorded.
+
+    Raises:
+        ConfigError: a distributed setting :func:`provenir.distributed.train.launch` refuses
+            (DeepSpeed without GPUs, say), or trainer callbacks with a distributed strategy: they
+            would run as copies on the workers and their state would never come back to the caller.
+    """
+    dist = config.distributed
+    if dist is None or dist.strategy == "none":
+        return
+    from provenir.distributed.train import _check_launch
+
+    _check_launch(dist.strategy, dist.num_workers, _use_gpu(config), dist.max_failures)
+    if callbacks:
+        raise ConfigError(
+            "callbacks: trainer callbacks run only when training in process, and "
+            f"distributed.strategy is {dist.strategy!r} (Ray Train workers); drop the callbacks, or "
+            "set distributed.strategy: none to train in this process with them"
+        )
 
 
 def prepare(
@@ -795,5 +820,5 @@ def _observer_callbacks(cfg: dict[str, Any]) -> list[Any]:
     return [_Observe()]
 
 
-__all__ = ["TRLBackend", "build_loop_config", "latest_checkpoint", "load_model", "prepare",
-           "resolve_model_path", "save_adapter"]
+__all__ = ["TRLBackend", "build_loop_config", "check_distributed", "latest_checkpoint", "load_model",
+           "prepare", "resolve_model_path", "save_adapter"]
