@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+
+from provenir.core.hashing import sha256_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -55,3 +60,53 @@ def test_train_command_rejects_a_missing_model_before_work(tmp_path):
     assert out.returncode == 2
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "store" / "runs").exists() or not any((tmp_path / "store" / "runs").iterdir())
+
+
+def test_train_command_resumes_a_stopped_run_to_the_same_adapter(tmp_path, tiny_model_dir):
+    config = _write_config(tmp_path, tiny_model_dir)
+    # 17 records, batch 4: 5 steps an epoch, so 20 epochs reach the 100-step cap
+    config.write_text(config.read_text().replace("max_steps: 2\n", "max_steps: 100\n")
+                      + "training:\n  num_epochs: 20\n  save_steps: 10\n  logging_steps: 10\n")
+    store = tmp_path / "store"
+    log = (tmp_path / "stopped.log").open("w")
+    # Ctrl-C once the first checkpoint is complete (the trainer state is written last), long
+    # before the last of the 100 steps
+    child = subprocess.Popen(
+        [sys.executable, "-m", "provenir.cli", "train", str(config), "--store", str(store)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(store.glob("runs/*/checkpoints/hf/checkpoint-*/trainer_state.json")):
+            assert child.poll() is None, (tmp_path / "stopped.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=120) != 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        log.close()
+    [run_dir] = (store / "runs").iterdir()
+    stopped = json.loads((run_dir / "manifest.json").read_text())
+    assert stopped["status"] == "stopped", (tmp_path / "stopped.log").read_text()[-2000:]
+    saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints" / "hf").glob("checkpoint-*"))
+    assert saved and max(saved) < 100
+    assert not (run_dir / "adapter").exists()
+
+    resumed = _provenir("train", str(config), "--store", str(store), "--resume", run_dir.name, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # it continued from the latest checkpoint: its progress lines start one logging step after it
+    logged = [int(m) for m in re.findall(r"^step (\d+)/100 ", resumed.stderr, re.MULTILINE)]
+    assert logged == list(range(max(saved) + 10, 101, 10))
+    assert [p.name for p in (store / "runs").iterdir()] == [run_dir.name]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 100
+
+    straight = _provenir("train", str(config), "--store", str(tmp_path / "straight"), "--json", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    reference = json.loads(straight.stdout[straight.stdout.index("{"):])["manifest"]
+    weights = "adapter/adapter_model.safetensors"
+    assert manifest["artifacts"][weights] == reference["artifacts"][weights]
+    assert manifest["artifacts"][weights] == sha256_file(run_dir / weights)
+    assert manifest["config_hash"] == reference["config_hash"]

@@ -60,7 +60,14 @@ def test_sft_is_bit_identical_for_a_seed_and_differs_across_seeds(tiny_model_dir
 def test_resume_after_a_stop_ends_bit_identical(tiny_model_dir, store_root):
     from transformers import TrainerCallback
 
-    class StopAfterSave(TrainerCallback):
+    class CountSteps(TrainerCallback):
+        def __init__(self):
+            self.steps: list[int] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    class StopAfterSave(CountSteps):
         def on_save(self, args, state, control, **kwargs):
             if state.global_step == 2:
                 raise KeyboardInterrupt
@@ -71,16 +78,24 @@ def test_resume_after_a_stop_ends_bit_identical(tiny_model_dir, store_root):
     config = _config(tiny_model_dir, seed=3, training=TrainingConfig(learning_rate=5e-3, save_steps=2))
     straight = backend.train_sft(config, data, store=store)
 
+    stop = StopAfterSave()
     with pytest.raises(KeyboardInterrupt):
-        backend.train_sft(config, data, store=store, callbacks=[StopAfterSave()])
+        backend.train_sft(config, data, store=store, callbacks=[stop])
+    assert stop.steps == [1, 2]
     [stopped_id] = [r for r in store.list_runs() if r != straight.manifest.run_id]
     stopped = store.load_manifest(stopped_id)
     assert stopped.status == "stopped"
     assert (Path(store.local_run_dir(stopped_id)) / CHECKPOINT_DIR / "hf" / "checkpoint-2").is_dir()
 
-    resumed = backend.train_sft(config, data, store=store, resume_run_id=stopped_id)
+    # the resumed call continues from checkpoint-2: it runs steps 3 and 4 only (a retrain from
+    # scratch would run 1..4 and could end with the same bytes), and ends with the straight run's
+    counter = CountSteps()
+    resumed = backend.train_sft(config, data, store=store, resume_run_id=stopped_id, callbacks=[counter])
+    assert counter.steps == [3, 4]
     assert resumed.manifest.run_id == stopped_id and resumed.manifest.status == "completed"
     assert resumed.metrics["steps"] == 4
+    weights = "adapter/adapter_model.safetensors"
+    assert sha256_file(Path(resumed.adapter_path) / "adapter_model.safetensors") == straight.manifest.artifacts[weights]
     assert _adapter_hashes(resumed) == _adapter_hashes(straight)
     assert verify_run(store, stopped_id).ok
 
