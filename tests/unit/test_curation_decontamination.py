@@ -11,6 +11,7 @@ import pytest
 from provenir.core.errors import ConfigError, DataError
 from provenir.data.dataset import JsonlDataset
 from provenir.data.decontamination import (
+    EvalReference,
     SemanticDecontaminationChecker,
     normalize_tokens,
     references_from_records,
@@ -120,6 +121,21 @@ def test_index_survives_pickling(planted):
     ]
 
 
+def test_references_carry_their_prompt():
+    refs, skipped = references_from_records([
+        {"instruction": "Name the largest planet.", "output": "Jupiter."},
+        {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]},
+        {"text": "Plain text, no prompt."},
+        {"instruction": "", "output": ""},
+    ])
+    assert refs == ["Name the largest planet.\nJupiter.", "Say hi.\nHi!", "Plain text, no prompt."]
+    assert all(isinstance(r, EvalReference) for r in refs)
+    assert [r.prompt for r in refs] == ["Name the largest planet.", "Say hi.", None]
+    assert [s["eval_index"] for s in skipped] == [3]
+    again = pickle.loads(pickle.dumps(refs))
+    assert again == refs and [r.prompt for r in again] == [r.prompt for r in refs]
+
+
 def test_faiss_and_numpy_search_agree():
     rng = np.random.default_rng(0)
     keys = rng.normal(size=(300, 16)).astype(np.float32)
@@ -153,6 +169,52 @@ def test_semantic_stage_finds_paraphrases_and_leaves_look_alikes(planted, semant
     assert stages["paraphrase"] == {"semantic"}
     assert stages["exact"] == {"ngram"}
     assert all(0.8 <= m["score"] <= 1.0 for m in found if m["stage"] == "semantic")
+
+
+# Eval questions reworded, each with a terse answer in another style: the answer pulls the record's
+# full text away from the reference's, so only its prompt, compared with the reference's prompt,
+# shows the copy (prompt against the reference's prompt and answer scored 0.79-0.88).
+QUESTION_PARAPHRASES = [
+    ("e3", {"instruction": "Which artist painted the Sistine Chapel's ceiling in Rome, and in what years did he do it?",
+            "output": "Michelangelo."}),
+    ("e6", {"instruction": "Describe how green plants carry out photosynthesis, and name the gas they give off.",
+            "output": "Oxygen."}),
+    ("e8", {"instruction": "How do viruses and bacteria differ in their structure and in the way they reproduce?",
+            "output": "Size and self-replication."}),
+]
+
+
+@pytest.mark.parametrize("search", ["faiss", "numpy"])
+def test_reworded_question_is_found_by_its_prompt_at_the_default_threshold(planted, embedding_model_path, search):
+    eval_ds, _, refs = planted
+    checker = SemanticDecontaminationChecker(model=embedding_model_path, device="cpu", search=search)
+    assert checker.threshold == 0.90
+    found = checker.check(JsonlDataset([r for _, r in QUESTION_PARAPHRASES]), refs)
+    assert [(m["index"], eval_ds[m["eval_index"]]["id"], m["stage"]) for m in found] == [
+        (i, of, "semantic") for i, (of, _) in enumerate(QUESTION_PARAPHRASES)
+    ]
+    assert all(0.90 <= m["score"] <= 1.0 and m["eval_reference"] == refs[m["eval_index"]] for m in found)
+
+
+def test_plain_string_references_are_compared_with_training_prompts(embedding_model_path):
+    eval_ds = JsonlDataset.from_jsonl(DATA / "eval.jsonl")
+    questions = [r["instruction"] for r in eval_ds.records]  # as a .txt file of questions gives them
+    checker = SemanticDecontaminationChecker(model=embedding_model_path, device="cpu")
+    found = checker.check(JsonlDataset([r for _, r in QUESTION_PARAPHRASES]), questions)
+    assert [eval_ds[m["eval_index"]]["id"] for m in found] == [of for of, _ in QUESTION_PARAPHRASES]
+
+
+def test_default_threshold_flags_close_paraphrases_and_no_look_alike(planted, embedding_model_path):
+    eval_ds, train, refs = planted
+    checker = SemanticDecontaminationChecker(model=embedding_model_path, device="cpu")
+    found = checker.check(train, refs)
+    by_index = kinds(train, found, eval_ds)
+    assert all(kind != "clean" and of == found_of for kind, of, found_of, _ in by_index.values())
+    copies = {i for i, r in enumerate(train) if r["kind"] in ("exact", "near")}
+    assert {i for i, v in by_index.items() if v[3] == "ngram"} == copies
+    # e7 and e9's paraphrases score 0.95-0.97; e5's (0.898) and e10's (0.875) stay under 0.90
+    assert {train[i]["of"] for i, v in by_index.items() if v[0] == "paraphrase"} >= {"e7", "e9"}
+    assert checker.last_report["threshold"] == 0.90
 
 
 def test_thresholds_matter(planted, embedding_model_path):
