@@ -147,6 +147,35 @@ def test_variants_close_to_heldout_items_are_removed():
     assert fw.last_result.report["dropped"]["contaminated"] == fw.last_result.report["variants"]
 
 
+def test_embeddings_remove_variants_that_paraphrase_a_heldout_item():
+    heldout = next(r for r in JsonlDataset.from_jsonl(DATA / "eval.jsonl") if r["id"] == "e7")
+    ev = JsonlDataset([
+        {"id": "moons", "score": 0.1, "output": "Saturn, with more than a hundred confirmed moons.",
+         "instruction": "Which planet of the solar system has the most confirmed moons, and about how many?"},
+        {"id": "leaves", "score": 0.1, "instruction": "Explain why leaves change colour in autumn.",
+         "output": "Chlorophyll breaks down, revealing yellow and red pigments."},
+        {**heldout, "score": 0.3},  # fails too, but is held out: never mined
+    ])
+    cfg = FlywheelConfig(holdout_fraction=0.3, holdout_seed=2)
+    fw = DataFlywheel(cfg, semantic=True)  # the shipped embedding model, default threshold 0.90
+    assert [r["id"] for r in fw.split_eval(ev)[1]] == ["e7"]
+    out = fw.run(JsonlDataset([]), ev)
+    report = fw.last_result.report
+    assert report["heldout_ids"] == ["e7"] and report["variants"] == 6
+    assert report["dropped"] == {"contaminated": 3} and report["new_records"] == 3
+    assert {r["flywheel"]["source_eval_id"] for r in out.records} == {"leaves"}
+
+    variants, _ = fw.make_variants(fw.find_failures(ev.records[:1])[0])  # the dropped ones, and why
+    matches = fw.checker().check_batch(variants, fw.heldout_index([heldout]))
+    assert len(matches) == 3 and all(m["stage"] == "semantic" and m["score"] >= 0.90 for m in matches)
+    assert {m["eval_reference"] for m in matches} == {f"{heldout['instruction']}\n{heldout['output']}"}
+
+    lexical = DataFlywheel(cfg, semantic=False)  # n-grams and substrings do not see the paraphrase
+    lexical.run(JsonlDataset([]), ev)
+    assert lexical.last_result.report["dropped"].get("contaminated", 0) == 0
+    assert lexical.last_result.report["new_records"] == 6
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         FlywheelConfig(min_score_threshold=1.5)
