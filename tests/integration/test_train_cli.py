@@ -64,13 +64,13 @@ def test_train_command_rejects_a_missing_model_before_work(tmp_path):
 
 def test_train_command_resumes_a_stopped_run_to_the_same_adapter(tmp_path, tiny_model_dir):
     config = _write_config(tmp_path, tiny_model_dir)
-    # 17 records, batch 4: 5 steps an epoch, so 20 epochs reach the 100-step cap
-    config.write_text(config.read_text().replace("max_steps: 2\n", "max_steps: 100\n")
-                      + "training:\n  num_epochs: 20\n  save_steps: 10\n  logging_steps: 10\n")
+    # 17 records, batch 4: 5 steps an epoch, so 40 epochs reach the 200-step cap
+    config.write_text(config.read_text().replace("max_steps: 2\n", "max_steps: 200\n")
+                      + "training:\n  num_epochs: 40\n  save_steps: 10\n  logging_steps: 10\n")
     store = tmp_path / "store"
     log = (tmp_path / "stopped.log").open("w")
     # Ctrl-C once the first checkpoint is complete (the trainer state is written last), long
-    # before the last of the 100 steps
+    # before the last of the 200 steps
     child = subprocess.Popen(
         [sys.executable, "-m", "provenir.cli", "train", str(config), "--store", str(store)],
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
@@ -91,17 +91,17 @@ def test_train_command_resumes_a_stopped_run_to_the_same_adapter(tmp_path, tiny_
     stopped = json.loads((run_dir / "manifest.json").read_text())
     assert stopped["status"] == "stopped", (tmp_path / "stopped.log").read_text()[-2000:]
     saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints" / "hf").glob("checkpoint-*"))
-    assert saved and max(saved) < 100
+    assert saved and max(saved) < 200
     assert not (run_dir / "adapter").exists()
 
     resumed = _provenir("train", str(config), "--store", str(store), "--resume", run_dir.name, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # it continued from the latest checkpoint: its progress lines start one logging step after it
-    logged = [int(m) for m in re.findall(r"^step (\d+)/100 ", resumed.stderr, re.MULTILINE)]
-    assert logged == list(range(max(saved) + 10, 101, 10))
+    logged = [int(m) for m in re.findall(r"^step (\d+)/200 ", resumed.stderr, re.MULTILINE)]
+    assert logged == list(range(max(saved) + 10, 201, 10))
     assert [p.name for p in (store / "runs").iterdir()] == [run_dir.name]
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 100
+    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 200
 
     straight = _provenir("train", str(config), "--store", str(tmp_path / "straight"), "--json", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
