@@ -20,7 +20,9 @@ deterministic algorithms, and the trainer seeds the data order (``seed``, ``data
 ``full_determinism``, no dataloader workers): the same config, data and seed on the same machine
 give bit-identical adapter files. Checkpoints (``checkpoints/``) carry the optimizer, scheduler,
 trainer state and every rank's RNG state, and resuming skips the batches already seen, so a run
-resumed after a stop ends with the same bytes as one never stopped.
+resumed after a stop ends with the same bytes as one never stopped; the metrics of a run that
+resumed (``--resume``, or a worker group restarted after a failure) name the checkpoint's step as
+``resumed_from_step``.
 """
 
 from __future__ import annotations
@@ -450,6 +452,17 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def _checkpoint_step(checkpoint: str) -> int | None:
+    """The optimizer step a checkpoint folder holds: its ``trainer_state.json``'s ``global_step``,
+    else the number in its name (HF's ``checkpoint-4``, Ray's ``checkpoint-000004``)."""
+    folder = Path(checkpoint)
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        match = _CHECKPOINT.match(folder.name)
+        return int(match.group(1)) if match else None
+
+
 def _check_resumable(store: ArtifactStore, run_id: str, config: RunConfig, dataset_hash: str) -> None:
     from provenir.core.config import config_hash
 
@@ -566,6 +579,7 @@ def _train_once(cfg: dict[str, Any]) -> dict[str, Any]:
         if in_ray_worker():
             ray_callbacks.append(ray_report_callback())
             resume = resume_checkpoint_dir()
+    resumed_from = _checkpoint_step(resume) if resume is not None else None
     tokenizer = load_tokenizer(cfg["model"])
     model = load_model(cfg["model"], peft=cfg["peft"], use_gpu=cfg["use_gpu"], init_adapter=cfg.get("init_adapter"))
     trainer = _build_trainer(cfg, model, tokenizer, strategy_args)
@@ -578,6 +592,8 @@ def _train_once(cfg: dict[str, Any]) -> dict[str, Any]:
         trainer.add_callback(_progress_callback())
     output = trainer.train(resume_from_checkpoint=resume)
     metrics = _collect_metrics(trainer, output)
+    if resumed_from is not None:
+        metrics["resumed_from_step"] = resumed_from
     if cfg["eval"] is not None:
         evaluation = trainer.evaluate()
         metrics.update({k: float(v) for k, v in evaluation.items() if k in _EVAL_METRICS})
