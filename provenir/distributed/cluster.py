@@ -12,8 +12,11 @@ driver it simply calls the function.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -77,3 +80,50 @@ def shutdown() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@contextmanager
+def relay_lines(stream: TextIO | None = None, interval: float = 0.5) -> Iterator[Any]:
+    """Show on this driver the lines that workers anywhere on the cluster send.
+
+    Yields an actor handle; a worker (a Ray Train rank, a task) calls ``handle.put.remote(line)``
+    and a thread here prints the lines to ``stream`` (default ``sys.stderr``) as they arrive, the
+    last ones before the block ends. Works through Ray Client too. Workers' own stdout does not reach
+    the driver (``connect`` turns ``log_to_driver`` off: it would carry every library's noise).
+    """
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class _LineRelay:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def put(self, line: str) -> None:
+            self.lines.append(line)
+
+        def drain(self) -> list[str]:
+            lines, self.lines = self.lines, []
+            return lines
+
+    relay = _LineRelay.remote()
+    done = threading.Event()
+
+    def pump() -> None:
+        while True:
+            try:
+                for line in ray.get(relay.drain.remote()):
+                    print(line, file=stream or sys.stderr, flush=True)
+            except Exception:  # noqa: BLE001 - progress must never break the work it reports on
+                return
+            if done.is_set():
+                return
+            done.wait(interval)
+
+    thread = threading.Thread(target=pump, name="provenir-relay", daemon=True)
+    thread.start()
+    try:
+        yield relay
+    finally:
+        done.set()
+        thread.join(timeout=30)
+        ray.kill(relay)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,11 +117,13 @@ def test_train_as_a_ray_job(ray_head, tiny_model_dir, tmp_path):
     store = tmp_path / "store"
     job = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"], "--",
-         str(BIN / "provenir"), "train", str(_config(tmp_path, tiny_model_dir)), "--store", str(store), "--quiet"],
+         str(BIN / "provenir"), "train", str(_config(tmp_path, tiny_model_dir)), "--store", str(store)],
         capture_output=True, text=True, env=_env(), timeout=480,
     )
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     assert "succeeded" in job.stdout.lower(), job.stdout[-4000:]
+    # rank 0's progress lines reach the job's driver (and so `ray job submit`'s log stream)
+    assert re.findall(r"step (\d+)/4 ", job.stdout) == ["2", "4"], job.stdout[-4000:]
     manifest = _manifest(store)
     assert manifest["status"] == "completed" and manifest["config"]["distributed"]["strategy"] == "ddp"
     assert any(name.endswith("adapter_model.safetensors") for name in manifest["artifacts"])
@@ -130,10 +133,11 @@ def test_train_through_ray_client(ray_head, tiny_model_dir, tmp_path):
     store = tmp_path / "store"
     run = subprocess.run(
         [str(BIN / "provenir"), "train", str(_config(tmp_path, tiny_model_dir)), "--store", str(store),
-         "--address", ray_head["client"], "--quiet"],
+         "--address", ray_head["client"]],
         capture_output=True, text=True, env=_env(), timeout=480,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert re.findall(r"^step (\d+)/4 ", run.stderr, re.MULTILINE) == ["2", "4"], run.stderr[-4000:]
     manifest = _manifest(store)
     assert manifest["status"] == "completed"
     assert any(name.endswith("adapter_model.safetensors") for name in manifest["artifacts"])

@@ -499,17 +499,24 @@ def _launch_distributed(
     recorder: RunRecorder,
     address: str | None,
 ) -> dict[str, Any]:
+    from contextlib import nullcontext
+
+    from provenir.distributed.cluster import connect, relay_lines
     from provenir.distributed.train import launch
 
     dist = config.distributed
     assert dist is not None
     storage = str(recorder.workdir / CHECKPOINT_DIR) if store.is_local else store.path(recorder.run_id, CHECKPOINT_DIR)
     loop = _sft_worker_loop if method == "sft" else _dpo_worker_loop
-    result = launch(
-        loop, loop_config, num_workers=dist.num_workers, use_gpu=loop_config["use_gpu"],
-        storage_path=storage, name="ray", max_failures=dist.max_failures, strategy=dist.strategy,
-        address=address,
-    )
+    if loop_config.get("progress"):
+        connect(address)  # the relay actor needs Ray up; launch() reuses this connection
+    # rank 0's progress lines travel through a relay actor: worker stdout never reaches the driver
+    with relay_lines() if loop_config.get("progress") else nullcontext() as relay:
+        result = launch(
+            loop, {**loop_config, "progress_relay": relay}, num_workers=dist.num_workers,
+            use_gpu=loop_config["use_gpu"], storage_path=storage, name="ray",
+            max_failures=dist.max_failures, strategy=dist.strategy, address=address,
+        )
     if result.error is not None:
         raise ProvenirError(f"distributed training failed: {result.error}") from (
             result.error if isinstance(result.error, BaseException) else None
@@ -589,7 +596,7 @@ def _train_once(cfg: dict[str, Any]) -> dict[str, Any]:
     for callback in [*ray_callbacks, *_observer_callbacks(cfg), *cfg.get("_callbacks", [])]:
         trainer.add_callback(callback)
     if cfg.get("progress"):
-        trainer.add_callback(_progress_callback())
+        trainer.add_callback(_progress_callback(cfg.get("progress_relay")))
     output = trainer.train(resume_from_checkpoint=resume)
     metrics = _collect_metrics(trainer, output)
     if resumed_from is not None:
@@ -761,19 +768,22 @@ def _normalise_adapter_config(adapter_dir: Path) -> None:
 # -- callbacks ----------------------------------------------------------------------------------
 
 
-def _progress_callback() -> Any:
+def _progress_callback(relay: Any = None) -> Any:
+    """One line per logging step from rank 0: to stderr, or (on Ray workers) to the driver's relay."""
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return
-            print(
+            line = (
                 f"step {state.global_step}/{state.max_steps} · loss {logs['loss']:.4f}"
-                f" · lr {logs.get('learning_rate', 0.0):.2e}",
-                file=sys.stderr,
-                flush=True,
+                f" · lr {logs.get('learning_rate', 0.0):.2e}"
             )
+            if relay is not None:
+                relay.put.remote(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     return _Progress()
 
