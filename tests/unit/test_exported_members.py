@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,6 @@ def test_seed_api_checker_core_items_pass():
         if line.startswith(("provenir.core", "provenir.data.dataset", "provenir.data.templates", "templates"))
     ]
     assert core_lines == [], core_lines
+    summary = re.search(r"seed API: (\d+)/(\d+) items conform", proc.stdout)
+    assert summary, proc.stdout[-2000:] + proc.stderr[-2000:]  # the checker ran to its summary
+    assert summary.group(1) == summary.group(2) and proc.returncode == 0, proc.stdout[-2000:]
