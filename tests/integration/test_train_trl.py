@@ -148,3 +148,23 @@ def test_run_job_with_eval_reports_eval_loss(tiny_model_dir, store_root, tmp_pat
     accumulator = EventAccumulator(str((run_dir / events[0]).parent))
     accumulator.Reload()
     assert "loss" in accumulator.Tags()["scalars"]
+
+
+def test_a_failing_observability_sink_warns_and_training_completes(tiny_model_dir, store_root, monkeypatch):
+    """MLflow pointed at a port where nothing listens: every sink call fails, the run still trains,
+    records and verifies; the failure surfaces as a RuntimeWarning."""
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    store = ArtifactStore(store_root)
+    config = _config(tiny_model_dir).model_copy(update={"observability_backend": "mlflow",
+                                                        "observability_project": "dead-sink"})
+    with pytest.warns(RuntimeWarning, match="observability"):
+        result = get_backend("trl").train_sft(config, JsonlDataset.from_records(RECORDS), store=store)
+    assert result.manifest.status == "completed" and result.metrics["steps"] == 4
+    assert verify_run(store, result.manifest.run_id).ok
