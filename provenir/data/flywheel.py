@@ -301,15 +301,14 @@ class DataFlywheel:
         refs, _ = references_from_records(heldout)
         return self.checker().build_index(refs) if refs else None
 
-    def filter_variants(
-        self, variants: list[dict[str, Any]], train_keys: set[int], index: Any, checker: Any = None,
-        embedder: Any = None,
-    ) -> tuple[list[dict[str, Any]], Counter[str]]:
-        """Quality filter, training-prompt duplicates (``train_keys``: :func:`prompt_key` values) and
-        decontamination against the held-out ``index`` (from :meth:`heldout_index`). The batch op."""
+    def screen_variants(
+        self, variants: list[dict[str, Any]], train_keys: set[int], seen: set[int] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[int], Counter[str]]:
+        """``(candidates, their prompt keys, dropped)``: the quality filter, then prompt duplicates of
+        ``train_keys``, of ``seen`` and of earlier variants (the first in input order is kept)."""
         dropped: Counter[str] = Counter()
-        seen: set[int] = set()
-        kept = []
+        seen = set() if seen is None else seen
+        kept, keys = [], []
         for record, result in zip(variants, self.scorer.score_batch(variants)):
             key = prompt_key(record)
             if result.score < self.config.quality_filter_threshold:
@@ -320,13 +319,29 @@ class DataFlywheel:
                 seen.add(key)
                 record["flywheel"]["quality"] = result.score
                 kept.append(record)
+                keys.append(key)
+        return kept, keys, dropped
+
+    def contaminated(self, records: list[dict[str, Any]], index: Any, checker: Any = None,
+                     embedder: Any = None) -> list[bool]:
+        """Per record, whether it matches the held-out ``index`` (from :meth:`heldout_index`)."""
+        if not records or index is None:
+            return [False] * len(records)
+        checker = checker or self.checker()
+        return [m is not None and "skipped" not in m for m in checker.check_batch(records, index, embedder)]
+
+    def filter_variants(
+        self, variants: list[dict[str, Any]], train_keys: set[int], index: Any, checker: Any = None,
+        embedder: Any = None,
+    ) -> tuple[list[dict[str, Any]], Counter[str]]:
+        """:meth:`screen_variants`, then decontamination against the held-out ``index``. Duplicates are
+        removed within ``variants`` only: an executor that splits them into batches removes the
+        duplicates across batches itself (see :func:`provenir.distributed.curation.run_flywheel`)."""
+        kept, _, dropped = self.screen_variants(variants, train_keys)
+        flags = self.contaminated(kept, index, checker, embedder)
         if kept and index is not None:
-            checker = checker or self.checker()
-            matches = checker.check_batch(kept, index, embedder)
-            clean = [r for r, m in zip(kept, matches) if m is None or "skipped" in m]
-            dropped["contaminated"] += len(kept) - len(clean)
-            kept = clean
-        return kept, dropped
+            dropped["contaminated"] += sum(flags)
+        return [r for r, bad in zip(kept, flags) if not bad], dropped
 
     # -- the whole turn ------------------------------------------------------------------------
     def run(self, train_dataset: JsonlDataset, eval_dataset: JsonlDataset) -> JsonlDataset:

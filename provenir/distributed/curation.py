@@ -4,8 +4,8 @@ Each pipeline reads records with :func:`provenir.distributed.data.read_records` 
 "line", "json", "error"}``), maps the *same* batch op the in-process classes use
 (:meth:`QualityScorer.score_batch`, :meth:`SemanticDecontaminationChecker.check_batch`,
 :meth:`RAGDataGenerator.generate_for_document`, :meth:`DataFlywheel.make_variants` /
-:meth:`DataFlywheel.filter_variants`) with ``map_batches``, and writes JSONL part files atomically
-plus a ``report.json``. Models (the embedder, a local generator) live in actor pools: class UDFs
+:meth:`DataFlywheel.screen_variants` / :meth:`DataFlywheel.contaminated`) with ``map_batches``, and
+writes JSONL part files atomically plus a ``report.json``. Models (the embedder, a local generator) live in actor pools: class UDFs
 constructed once per actor. The decontamination index (the references' n-gram hashes and
 embeddings) is built once on the driver and shared with the actors through the object store.
 
@@ -547,16 +547,52 @@ class FlywheelActor:
         self.embedder = self.checker.embedder() if self.checker.semantic and self.index is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One row per candidate (``json``, its prompt ``key``, ``contaminated``, and its place: the
+        batch's first failure ``position`` and the ``slot`` within the batch), then one ``note`` row."""
         failures = [json.loads(t) for t in batch["failure"]]
         variants, skipped = self.flywheel.make_variants(failures)
-        kept, dropped = self.flywheel.filter_variants(variants, self.train_keys, self.index, self.checker, self.embedder)
-        rows: dict[str, list[Any]] = {"json": [], "note": []}
-        for record in kept:
-            rows["json"].append(_dumps(record))
-            rows["note"].append(None)
-        rows["json"].append(None)
-        rows["note"].append(_dumps({"dropped": dict(dropped), "skipped": skipped, "variants": len(variants)}))
-        return rows
+        candidates, keys, dropped = self.flywheel.screen_variants(variants, self.train_keys)
+        flags = self.flywheel.contaminated(candidates, self.index, self.checker, self.embedder)
+        first = int(batch["position"][0]) if len(failures) else -1
+        rows: dict[str, list[Any]] = {"json": [], "note": [], "key": [], "contaminated": [], "position": [], "slot": []}
+        for slot, (record, key, bad) in enumerate(zip(candidates, keys, flags)):
+            for name, value in (("json", _dumps(record)), ("note", None), ("key", key), ("contaminated", bad),
+                                ("position", first), ("slot", slot)):
+                rows[name].append(value)
+        note = _dumps({"dropped": dict(dropped), "skipped": skipped, "variants": len(variants)})
+        for name, value in (("json", None), ("note", note), ("key", 0), ("contaminated", False),
+                            ("position", first), ("slot", -1)):
+            rows[name].append(value)
+        return {**rows, "key": np.asarray(rows["key"], dtype=np.uint64),
+                "contaminated": np.asarray(rows["contaminated"], dtype=bool),
+                "position": np.asarray(rows["position"], dtype=np.int64),
+                "slot": np.asarray(rows["slot"], dtype=np.int64)}
+
+
+def _cross_batch_duplicates(produced: Any) -> tuple[set[tuple[int, int]], int]:
+    """``(losers, contaminated winners)``: candidates whose prompt key an earlier candidate (in input
+    order: batch position, then slot) already claimed, as ``(position, slot)``; and how many first
+    claimants are contaminated. The in-process op removes duplicates before decontaminating, so a
+    contaminated first claimant still makes its later duplicates duplicates.
+
+    Only the small columns come to the driver: at most ``max_variants_per_failure`` rows per failure,
+    and the failures themselves are already on the driver (they are mined there, then distributed).
+    """
+    claims = []
+    for batch in _stream(produced, ["key", "contaminated", "position", "slot"]):
+        for key, bad, position, slot in zip(batch["key"], batch["contaminated"], batch["position"], batch["slot"]):
+            if slot >= 0:
+                claims.append((int(position), int(slot), int(key), bool(bad)))
+    seen: set[int] = set()
+    losers: set[tuple[int, int]] = set()
+    contaminated = 0
+    for position, slot, key, bad in sorted(claims):
+        if key in seen:
+            losers.add((position, slot))
+        else:
+            seen.add(key)
+            contaminated += bad
+    return losers, contaminated
 
 
 @_cleans_up
@@ -574,9 +610,14 @@ def run_flywheel(
     overwrite: bool = False,
     cpus_per_actor: float | None = None,
     progress: bool = True,
+    batch_size: int = 16,
 ) -> dict[str, Any]:
     """One flywheel turn at scale: ``new/`` (the new records), ``train/`` (training records followed
-    by the new ones), ``heldout.jsonl`` (the eval part to report on, never mined) and ``report.json``."""
+    by the new ones), ``heldout.jsonl`` (the eval part to report on, never mined) and ``report.json``.
+
+    ``batch_size`` failures go to each actor call; duplicate variants across batches are removed
+    afterwards (the first in input order is kept), so the new records are those of
+    :meth:`DataFlywheel.run`, in the same order."""
     import ray
     import ray.data
 
@@ -602,29 +643,42 @@ def run_flywheel(
         keys.update(int(k) for k in batch["key"] if k)
     index = flywheel.heldout_index(heldout)
     shared = ray.put({"train_keys": keys, "index": index})
-    new_ds = ray.data.from_items([{"failure": _dumps(f)} for f in failures] or [{"failure": "{}"}])
+    new_ds = ray.data.from_items([{"failure": _dumps(f), "position": i} for i, f in enumerate(failures)]
+                                 or [{"failure": "{}", "position": -1}])
     if not failures:
         new_ds = new_ds.filter(lambda _r: False)
     produced = map_records(
-        new_ds, FlywheelActor, batch_size=16, actors=actors, num_cpus=actor_cpus(actors, cpus_per_actor),
+        new_ds, FlywheelActor, batch_size=batch_size, actors=actors, num_cpus=actor_cpus(actors, cpus_per_actor),
         fn_constructor_kwargs={"config": cfg.model_dump(), "generator": generator, "shared": shared,
                                "semantic": semantic, "embedding_model": embedding_model},
     ).materialize()
-    new_parts = write_jsonl(produced, os.path.join(out_dir, "new"))
-    write_jsonl(train.select_columns(["json"]).union(produced.select_columns(["json"])), os.path.join(out_dir, "train"))
+    losers, contaminated = _cross_batch_duplicates(produced)
+
+    def is_new(row: dict[str, Any]) -> bool:
+        return (row["slot"] >= 0 and not row["contaminated"]
+                and (int(row["position"]), int(row["slot"])) not in losers)
+
+    new_ds = produced.filter(is_new).select_columns(["json"]).materialize()
+    new_parts = write_jsonl(new_ds, os.path.join(out_dir, "new"))
+    write_jsonl(train.select_columns(["json"]).union(new_ds), os.path.join(out_dir, "train"))
     atomic_write_text(os.path.join(out_dir, "heldout.jsonl"), "".join(_dumps(r) + "\n" for r in heldout))
     dropped: Counter[str] = Counter()
     skipped: list[Any] = []
-    variants = new_records = 0
-    for batch in _stream(produced, ["json", "note"]):
-        for raw, note in zip(batch["json"], batch["note"]):
+    variants = 0
+    candidates = False
+    for batch in _stream(produced, ["note", "slot"]):
+        for note, slot in zip(batch["note"], batch["slot"]):
+            candidates |= bool(slot >= 0)
             if _str(note) is not None:
                 info = json.loads(note)
                 dropped.update(info["dropped"])
                 skipped.extend(info["skipped"])
                 variants += info["variants"]
-            elif _str(raw) is not None:
-                new_records += 1
+    if losers:
+        dropped["duplicate_of_train"] += len(losers)
+    if candidates and index is not None:
+        dropped["contaminated"] += contaminated
+    new_records = new_ds.count()
     report = {
         "command": "flywheel", "train": list(train_inputs), "eval": eval_path, "config": cfg.model_dump(),
         "eval_records": len(eval_ds), "mined": len(mined), "heldout": len(heldout),

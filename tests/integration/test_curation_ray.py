@@ -164,3 +164,32 @@ def test_flywheel_cli(cli, tmp_path, monkeypatch):
     assert audit_events(tmp_path) == ["data.flywheel"]
     bad = cli("flywheel", train, "--eval", eval_path, "--out", tmp_path / "fw2", "--min-score", "3", expect=2)
     assert "min_score_threshold" in str(bad.exception)
+
+
+def test_flywheel_removes_duplicate_variants_across_batches(ray_local, tmp_path):
+    from provenir.data.dataset import JsonlDataset
+    from provenir.data.flywheel import DataFlywheel, FlywheelConfig
+    from provenir.distributed.curation import run_flywheel
+
+    evals = [json.loads(line) for line in (DATA / "eval.jsonl").read_text().splitlines()][:4]
+    # "twin" asks what e1 asks: its variants equal e1's, and with two failures a batch they are in another batch
+    records = [*evals[:3], {**evals[0], "id": "twin"}, evals[3]]
+    eval_path = tmp_path / "eval.jsonl"
+    eval_path.write_text("".join(json.dumps({**r, "score": 0.2}) + "\n" for r in records))
+    train = tmp_path / "train.jsonl"
+    shutil.copy(DATA / "train_planted.jsonl", train)
+    config = {"max_variants_per_failure": 2, "holdout_fraction": 0.0}
+    report = run_flywheel([str(train)], str(eval_path), str(tmp_path / "fw"), config=config, semantic=False,
+                          progress=False, batch_size=2)
+    new = read_parts(tmp_path / "fw" / "new")
+
+    fw = DataFlywheel(FlywheelConfig(**config), semantic=False)
+    fw.run(JsonlDataset.from_jsonl(train), JsonlDataset.from_jsonl(eval_path))
+    expected = fw.last_result.new_records
+    assert [r["flywheel"]["source_eval_id"] for r in new] == [r["flywheel"]["source_eval_id"] for r in expected]
+    assert new == expected
+    sources = {r["flywheel"]["source_eval_id"] for r in new}
+    assert "twin" not in sources and "e1" in sources
+    assert report["dropped"] == fw.last_result.report["dropped"] and report["dropped"]["duplicate_of_train"] >= 2
+    assert report["new_records"] == len(expected)
+    assert len(read_parts(tmp_path / "fw" / "train")) == 20 + len(expected)
