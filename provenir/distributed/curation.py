@@ -5,9 +5,10 @@ Each pipeline reads records with :func:`provenir.distributed.data.read_records` 
 (:meth:`QualityScorer.score_batch`, :meth:`SemanticDecontaminationChecker.check_batch`,
 :meth:`RAGDataGenerator.generate_for_document`, :meth:`DataFlywheel.make_variants` /
 :meth:`DataFlywheel.screen_variants` / :meth:`DataFlywheel.contaminated`) with ``map_batches``, and
-writes JSONL part files atomically plus a ``report.json``. Models (the embedder, a local generator) live in actor pools: class UDFs
-constructed once per actor. The decontamination index (the references' n-gram hashes and
-embeddings) is built once on the driver and shared with the actors through the object store.
+writes JSONL part files atomically plus a ``report.json``. Models (the embedder, a local
+generator) live in actor pools: class UDFs constructed once per actor. The decontamination index
+(the references' n-gram hashes and embeddings) is built once on the driver and shared with the
+actors through the object store.
 
 Malformed input lines never stop a pipeline: they are counted in the report with file and line.
 """
