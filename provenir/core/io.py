@@ -10,6 +10,14 @@ from pathlib import Path
 from typing import IO
 
 
+def local_path(location: str | Path) -> str | None:
+    """``location`` as a local path (a ``file://`` prefix stripped), or ``None`` for another URI."""
+    text = str(location)
+    if text.startswith("file://"):
+        return text[len("file://"):]
+    return None if "://" in text else text
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
         fd = os.open(directory, os.O_RDONLY)

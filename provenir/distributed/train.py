@@ -134,7 +134,7 @@ def launch(
     Raises:
         ConfigError: an unknown strategy, ``num_workers < 1``, DeepSpeed without GPUs.
     """
-    _check_launch(strategy, num_workers, use_gpu, max_failures)
+    check_launch(strategy, num_workers, use_gpu, max_failures)
     if storage_filesystem is None:
         storage_path = _normalise_storage(storage_path)
         storage_filesystem = storage_filesystem_from_env(storage_path)
@@ -166,7 +166,13 @@ def launch(
     return result
 
 
-def _check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: int) -> None:
+def check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: int) -> None:
+    """What :func:`launch` refuses, checked without Ray (callers check before any work starts).
+
+    Raises:
+        ConfigError: an unknown strategy, ``num_workers < 1``, ``max_failures < -1``, DeepSpeed
+            without GPUs.
+    """
     if strategy not in LAUNCH_STRATEGIES:
         raise ConfigError(
             f"distributed.strategy: {strategy!r} cannot be launched on Ray Train; use one of "
@@ -493,6 +499,7 @@ def deepspeed_config(
 __all__ = [
     "LAUNCH_STRATEGIES",
     "LaunchResult",
+    "check_launch",
     "checkpoint_rank",
     "deepspeed_config",
     "files_for_rank",

@@ -23,7 +23,7 @@ from typing import Any
 
 from provenir.core.errors import ConfigError
 from provenir.distributed.cluster import connect, run_on_cluster
-from provenir.distributed.train import _check_launch, _fit, _normalise_storage
+from provenir.distributed.train import _fit, _normalise_storage, check_launch
 
 
 @dataclass
@@ -89,7 +89,7 @@ def sweep(
         raise ConfigError("sweep search_space: name at least one parameter to vary")
     if num_samples < 1:
         raise ConfigError(f"sweep num_samples: must be >= 1 (got {num_samples})")
-    _check_launch(strategy, num_workers, use_gpu, max_failures)
+    check_launch(strategy, num_workers, use_gpu, max_failures)
     storage_path = _normalise_storage(storage_path)
     connect(address)
     return run_on_cluster(

@@ -249,14 +249,13 @@ def _masked_name(path: str, used: set[str]) -> str:
 
 def _local_folder(folder: str) -> str:
     from provenir.core.errors import ConfigError
+    from provenir.core.io import local_path
 
-    folder = str(folder)
-    if folder.startswith("file://"):
-        return folder[len("file://"):]
-    if "://" in folder:
+    local = local_path(folder)
+    if local is None:
         raise ConfigError(f"{folder}: an in-process scan writes masked records to a local folder only; "
                           "run it on Ray Data (provenir scan --ray or --address) to write to a URI")
-    return folder
+    return local
 
 
 def scan_files_local(

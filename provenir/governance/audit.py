@@ -49,14 +49,13 @@ def _local_dir(folder: str | Path, what: str) -> Path:
     """``folder`` as a local path (``file://`` stripped); a store URI is refused: the log is appended
     under a lock file with ``O_APPEND`` and ``fsync``, which object stores do not offer."""
     from provenir.core.errors import ConfigError
+    from provenir.core.io import local_path
 
-    text = str(folder)
-    if text.startswith("file://"):
-        return Path(text[len("file://"):])
-    if "://" in text:
+    local = local_path(folder)
+    if local is None:
         raise ConfigError(f"{what}: the audit log must be a local folder (it is appended under a file "
                           "lock); set PROVENIR_AUDIT_DIR or --audit-dir to a local path")
-    return Path(text)
+    return Path(local)
 
 
 def default_audit_dir(store_root: str | Path | None = None) -> Path:
@@ -69,10 +68,10 @@ def default_audit_dir(store_root: str | Path | None = None) -> Path:
     env = os.environ.get("PROVENIR_AUDIT_DIR")
     if env:
         return _local_dir(env, f"PROVENIR_AUDIT_DIR={env}")
-    root = str(store_root or os.environ.get("PROVENIR_STORE") or "artifacts")
-    if "://" in root and not root.startswith("file://"):
-        root = "artifacts"
-    return _local_dir(root, root) / "audit"
+    from provenir.core.io import local_path
+
+    root = local_path(store_root or os.environ.get("PROVENIR_STORE") or "artifacts")
+    return Path(root if root is not None else "artifacts") / "audit"
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:

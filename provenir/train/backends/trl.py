@@ -222,9 +222,9 @@ def check_distributed(config: RunConfig, callbacks: list[Any] | None = None) -> 
     dist = config.distributed
     if dist is None or dist.strategy == "none":
         return
-    from provenir.distributed.train import _check_launch
+    from provenir.distributed.train import check_launch
 
-    _check_launch(dist.strategy, dist.num_workers, _use_gpu(config), dist.max_failures)
+    check_launch(dist.strategy, dist.num_workers, _use_gpu(config), dist.max_failures)
     if callbacks:
         raise ConfigError(
             "callbacks: trainer callbacks run only when training in process, and "
@@ -508,10 +508,11 @@ def _launch_distributed(
     assert dist is not None
     storage = str(recorder.workdir / CHECKPOINT_DIR) if store.is_local else store.path(recorder.run_id, CHECKPOINT_DIR)
     loop = _sft_worker_loop if method == "sft" else _dpo_worker_loop
-    if loop_config.get("progress"):
+    progress = bool(loop_config.get("progress"))
+    if progress:
         connect(address)  # the relay actor needs Ray up; launch() reuses this connection
     # rank 0's progress lines travel through a relay actor: worker stdout never reaches the driver
-    with relay_lines() if loop_config.get("progress") else nullcontext() as relay:
+    with relay_lines() if progress else nullcontext() as relay:
         result = launch(
             loop, {**loop_config, "progress_relay": relay}, num_workers=dist.num_workers,
             use_gpu=loop_config["use_gpu"], storage_path=storage, name="ray",
