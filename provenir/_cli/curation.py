@@ -14,6 +14,13 @@ AddressOption = typer.Option(None, "--address", help="Ray address (default: $RAY
 OutOption = typer.Option(..., "--out", "-o", help="Output folder (JSONL part files + report.json).")
 OverwriteOption = typer.Option(False, "--overwrite", help="Replace an existing output folder.")
 ActorsOption = typer.Option(1, "--actors", min=1, help="Actors in the model pool (each loads the model once).")
+CpusOption = typer.Option(
+    None, "--cpus-per-actor", min=0.01, help="CPUs Ray reserves for each actor (default: 1, fewer on a small machine)."
+)
+GpusOption = typer.Option(
+    0.0, "--gpus-per-actor", min=0.0,
+    help="GPUs Ray reserves for each actor (e.g. 1, or 0.5 to share one); the model then runs on it.",
+)
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show Ray Data progress bars.")
 GeneratorOption = typer.Option(
     None, "--generator",
@@ -142,6 +149,8 @@ def decontaminate(
     device: Optional[str] = typer.Option(None, "--device", help="Embedding device (cpu, cuda)."),
     batch_size: int = typer.Option(1024, "--batch-size", help="Records per batch."),
     actors: int = ActorsOption,
+    cpus_per_actor: Optional[float] = CpusOption,
+    gpus_per_actor: float = GpusOption,
     overwrite: bool = OverwriteOption,
     address: Optional[str] = AddressOption,
     progress: bool = ProgressOption,
@@ -157,7 +166,7 @@ def decontaminate(
     kwargs = {"ngram_size": ngram_size, "model": model, "device": device,
               "semantic": semantic and embeddings_available()}
     report = run_on_cluster(run_decontaminate, train, eval_paths, out, threshold=threshold, actors=actors,
-                            checker_kwargs=kwargs, overwrite=overwrite, batch_size=batch_size, progress=progress)
+                            cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, checker_kwargs=kwargs, overwrite=overwrite, batch_size=batch_size, progress=progress)
     _audit(store, "data.decontaminated", train=train, eval=eval_paths, out=out, threshold=threshold,
            records=report["records"], contaminated=report["contaminated"], by_stage=report["by_stage"])
     if json_out:
@@ -184,6 +193,8 @@ def rag_generate(
     judge: Optional[str] = JudgeOption,
     judge_cache: Optional[str] = JudgeCacheOption,
     actors: int = ActorsOption,
+    cpus_per_actor: Optional[float] = CpusOption,
+    gpus_per_actor: float = GpusOption,
     overwrite: bool = OverwriteOption,
     address: Optional[str] = AddressOption,
     progress: bool = ProgressOption,
@@ -202,7 +213,8 @@ def rag_generate(
     judge_obj = _build_judge(judge, judge_cache)
     connect(address)
     report = run_on_cluster(run_rag_generate, docs, out, config=config, generator=generator, judge=judge_obj,
-                            actors=actors, text_field=text_field, overwrite=overwrite, progress=progress)
+                            actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
+                            text_field=text_field, overwrite=overwrite, progress=progress)
     _audit(store, "data.rag_generated", inputs=docs, out=out, documents=report["documents"],
            pairs=report["pairs"], generator=report["generator"], judge=report["judge"])
     if json_out:
@@ -229,6 +241,8 @@ def flywheel(
     judge: Optional[str] = JudgeOption,
     judge_cache: Optional[str] = JudgeCacheOption,
     actors: int = ActorsOption,
+    cpus_per_actor: Optional[float] = CpusOption,
+    gpus_per_actor: float = GpusOption,
     overwrite: bool = OverwriteOption,
     address: Optional[str] = AddressOption,
     progress: bool = ProgressOption,
@@ -248,7 +262,8 @@ def flywheel(
     judge_obj = _build_judge(judge, judge_cache)
     connect(address)
     report = run_on_cluster(run_flywheel, train, eval_path, out, config=config, generator=generator,
-                            judge=judge_obj, actors=actors, semantic=semantic and embeddings_available(),
+                            judge=judge_obj, actors=actors, cpus_per_actor=cpus_per_actor,
+                            gpus_per_actor=gpus_per_actor, semantic=semantic and embeddings_available(),
                             overwrite=overwrite, progress=progress)
     _audit(store, "data.flywheel", train=train, eval=eval_path, out=out, failures=report["failures"],
            new_records=report["new_records"], heldout=report["heldout"], generator=report["generator"])

@@ -93,6 +93,34 @@ def actor_cpus(actors: int, cpus_per_actor: float | None = None) -> float:
     return max(0.1, min(1.0, (total - 1.0) / max(1, actors))) if total > 1 else 0.5
 
 
+def actor_resources(actors: int, cpus_per_actor: float | None = None, gpus_per_actor: float = 0.0) -> dict[str, float]:
+    """Ray resources of each actor in a model pool: ``num_cpus`` (see :func:`actor_cpus`) and, when
+    ``gpus_per_actor`` is set, ``num_gpus`` (Ray then gives each actor its own ``CUDA_VISIBLE_DEVICES``,
+    and a model that picks CUDA when available runs there).
+
+    Raises:
+        ConfigError: a negative count, or more GPUs than the cluster has (Ray would otherwise wait
+            for them forever, with nothing started).
+    """
+    from provenir.core.errors import ConfigError
+
+    if gpus_per_actor < 0 or (cpus_per_actor is not None and cpus_per_actor <= 0):
+        raise ConfigError("gpus_per_actor must be >= 0 and cpus_per_actor > 0")
+    resources = {"num_cpus": actor_cpus(actors, cpus_per_actor)}
+    if gpus_per_actor:
+        import ray
+
+        have = float(ray.cluster_resources().get("GPU", 0.0))
+        need = actors * gpus_per_actor
+        if need > have:
+            raise ConfigError(
+                f"{actors} actor(s) × {gpus_per_actor:g} GPU = {need:g} GPUs, but the Ray cluster has "
+                f"{have:g}; lower --actors or --gpus-per-actor, or add GPU nodes"
+            )
+        resources["num_gpus"] = gpus_per_actor
+    return resources
+
+
 def _cleans_up(fn: Any) -> Any:
     """Remove a pipeline's output folder when the pipeline fails: nothing half-written is left."""
     import functools
@@ -317,6 +345,7 @@ def run_decontaminate(
     overwrite: bool = False,
     batch_size: int = 1024,
     cpus_per_actor: float | None = None,
+    gpus_per_actor: float = 0.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Check every training record against the eval set; write ``clean/``, ``contaminated/`` (each
@@ -326,6 +355,7 @@ def run_decontaminate(
     from provenir.data.decontamination import SemanticDecontaminationChecker
     from provenir.distributed.data import map_records, read_records, set_preserve_order, write_jsonl
 
+    resources = actor_resources(actors, cpus_per_actor, gpus_per_actor)
     kwargs = {"threshold": threshold, **(checker_kwargs or {})}
     checker = SemanticDecontaminationChecker(**kwargs)
     kwargs["semantic"] = checker.semantic
@@ -339,7 +369,7 @@ def run_decontaminate(
     index_ref = ray.put(index)
     checked = map_records(
         read_records(train_inputs), DecontaminationActor, batch_size=batch_size, actors=actors,
-        num_cpus=actor_cpus(actors, cpus_per_actor), fn_constructor_kwargs={"index": index_ref, "checker_kwargs": kwargs},
+        **resources, fn_constructor_kwargs={"index": index_ref, "checker_kwargs": kwargs},
     ).materialize()
     clean_parts = write_jsonl(checked.filter(lambda r: not r["contaminated"]), os.path.join(out_dir, "clean"))
     write_jsonl(checked.filter(lambda r: bool(r["contaminated"])).map_batches(_contaminated_row, batch_format="numpy"),
@@ -363,6 +393,7 @@ def run_decontaminate(
         "command": "decontaminate", "train": list(train_inputs), "eval": list(eval_paths),
         "references": len(refs), "skipped_references": index.skipped + skipped_eval,
         "threshold": threshold, "second_stage": checker.second_stage, "actors": actors,
+        "gpus_per_actor": gpus_per_actor,
         "records": total, "contaminated": sum(stages.values()), "by_stage": dict(stages),
         "clean": total - sum(stages.values()),
         "unreadable_records": skipped_records[:100], "malformed": len(errors), "errors": errors[:100],
@@ -457,6 +488,7 @@ def run_rag_generate(
     text_field: str = "text",
     overwrite: bool = False,
     cpus_per_actor: float | None = None,
+    gpus_per_actor: float = 0.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Documents (``.txt``/``.md`` files, one document each, or JSONL with a ``text_field``) → QA
@@ -468,6 +500,7 @@ def run_rag_generate(
     from provenir.data.rag_generator import RAGGeneratorConfig
     from provenir.distributed.data import expand_paths, map_records, read_records, set_preserve_order, write_jsonl
 
+    resources = actor_resources(actors, cpus_per_actor, gpus_per_actor)
     cfg = RAGGeneratorConfig(**(config or {}))
     identity = build_generator(generator).identity()
     text_files, record_files = [], []
@@ -497,7 +530,7 @@ def run_rag_generate(
     docs_ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
     judge_ref = ray.put(judge) if judge is not None else None
     generated = map_records(
-        docs_ds, RAGActor, batch_size=8, actors=actors, num_cpus=actor_cpus(actors, cpus_per_actor),
+        docs_ds, RAGActor, batch_size=8, actors=actors, **resources,
         fn_constructor_kwargs={"config": cfg.model_dump(), "generator": generator, "judge": judge_ref},
     ).materialize()
     pair_parts = write_jsonl(generated, os.path.join(out_dir, "pairs"))
@@ -515,7 +548,8 @@ def run_rag_generate(
         "command": "rag-generate", "inputs": list(docs), "documents": len(documents), "pairs": pairs,
         "skipped": skipped[:1000], "skipped_count": len(skipped), "generator": identity,
         "judge": type(judge).__name__ if judge is not None else None, "config": cfg.model_dump(),
-        "actors": actors, "pair_parts": pair_parts, "seconds": round(time.perf_counter() - started, 3),
+        "actors": actors, "gpus_per_actor": gpus_per_actor, "pair_parts": pair_parts,
+        "seconds": round(time.perf_counter() - started, 3),
     }
     report["report"] = _write_report(out_dir, report)
     return report
@@ -610,6 +644,7 @@ def run_flywheel(
     embedding_model: str | None = None,
     overwrite: bool = False,
     cpus_per_actor: float | None = None,
+    gpus_per_actor: float = 0.0,
     progress: bool = True,
     batch_size: int = 16,
 ) -> dict[str, Any]:
@@ -627,6 +662,7 @@ def run_flywheel(
     from provenir.data.flywheel import DataFlywheel, FlywheelConfig, eval_record_id
     from provenir.distributed.data import map_records, read_records, set_preserve_order, write_jsonl
 
+    resources = actor_resources(actors, cpus_per_actor, gpus_per_actor)
     cfg = FlywheelConfig(**(config or {}))
     flywheel = DataFlywheel(cfg, judge=judge, generator=generator, semantic=semantic, embedding_model=embedding_model)
     eval_ds = JsonlDataset.from_jsonl(eval_path)
@@ -649,7 +685,7 @@ def run_flywheel(
     if not failures:
         new_ds = new_ds.filter(lambda _r: False)
     produced = map_records(
-        new_ds, FlywheelActor, batch_size=batch_size, actors=actors, num_cpus=actor_cpus(actors, cpus_per_actor),
+        new_ds, FlywheelActor, batch_size=batch_size, actors=actors, **resources,
         fn_constructor_kwargs={"config": cfg.model_dump(), "generator": generator, "shared": shared,
                                "semantic": semantic, "embedding_model": embedding_model},
     ).materialize()
@@ -685,8 +721,8 @@ def run_flywheel(
         "eval_records": len(eval_ds), "mined": len(mined), "heldout": len(heldout),
         "heldout_ids": [eval_record_id(r) for r in heldout], "failures": len(failures), "unscored": unscored,
         "variants": variants, "dropped": dict(dropped), "skipped_failures": skipped, "new_records": new_records,
-        "generator": flywheel.generator.identity(), "actors": actors, "new_parts": new_parts,
-        "seconds": round(time.perf_counter() - started, 3),
+        "generator": flywheel.generator.identity(), "actors": actors, "gpus_per_actor": gpus_per_actor,
+        "new_parts": new_parts, "seconds": round(time.perf_counter() - started, 3),
     }
     report["report"] = _write_report(out_dir, report)
     return report

@@ -310,6 +310,7 @@ def map_records(
     batch_size: int = 1024,
     actors: int | None = None,
     num_cpus: float | None = None,
+    num_gpus: float | None = None,
     fn_constructor_kwargs: dict[str, Any] | None = None,
     fn_kwargs: dict[str, Any] | None = None,
     tasks_per_actor: int = 1,
@@ -319,13 +320,16 @@ def map_records(
     A function runs as Ray tasks; a class (constructed once per actor, e.g. holding a model) runs on
     an actor pool of ``actors`` workers, each given at most ``tasks_per_actor`` blocks at a time.
     One at a time matters: otherwise the first actor to finish loading its model is handed every
-    queued block, and the pool scales the others down as idle (seen with Ray 2.60).
+    queued block, and the pool scales the others down as idle (seen with Ray 2.60). ``num_cpus`` and
+    ``num_gpus`` are the resources of each task or actor (a GPU actor sees only its own device).
     """
     from ray.data import ActorPoolStrategy
 
     kwargs: dict[str, Any] = {"batch_size": batch_size, "batch_format": "numpy"}
     if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
+    if num_gpus:
+        kwargs["num_gpus"] = num_gpus
     if fn_kwargs:
         kwargs["fn_kwargs"] = fn_kwargs
     if isinstance(fn, type):
