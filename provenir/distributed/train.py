@@ -132,7 +132,7 @@ def launch(
             process on every worker (MinIO, Ceph, a local test server), not only where they are set.
 
     Raises:
-        ConfigError: an unknown strategy, ``num_workers < 1``, DeepSpeed without GPUs.
+        ConfigError: an unknown strategy, ``num_workers < 1``, DeepSpeed or FSDP without GPUs.
     """
     check_launch(strategy, num_workers, use_gpu, max_failures)
     if storage_filesystem is None:
@@ -171,7 +171,7 @@ def check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: i
 
     Raises:
         ConfigError: an unknown strategy, ``num_workers < 1``, ``max_failures < -1``, DeepSpeed
-            without GPUs.
+            or FSDP without GPUs.
     """
     if strategy not in LAUNCH_STRATEGIES:
         raise ConfigError(
@@ -186,6 +186,12 @@ def check_launch(strategy: str, num_workers: int, use_gpu: bool, max_failures: i
         raise ConfigError(
             "distributed.strategy: 'deepspeed' needs GPUs (set distributed.use_gpu: true on a GPU "
             "cluster), or use 'ddp' to train on CPU workers"
+        )
+    if strategy == "fsdp" and not use_gpu:
+        # accelerate applies an FSDP plugin only on accelerators; CPU workers would silently get DDP
+        raise ConfigError(
+            "distributed.strategy: 'fsdp' needs GPUs (on CPU workers the trainer would quietly fall "
+            "back to DDP); set distributed.use_gpu: true on a GPU cluster, or use 'ddp' on CPU workers"
         )
 
 

@@ -149,6 +149,7 @@ def test_checkpoint_files_are_split_by_owning_rank(tmp_path):
         ({"num_workers": 0}, "num_workers: must be >= 1"),
         ({"max_failures": -2}, "max_failures: must be >= -1"),
         ({"strategy": "deepspeed"}, "'deepspeed' needs GPUs"),
+        ({"strategy": "fsdp"}, "'fsdp' needs GPUs .*quietly fall back to DDP"),
     ],
 )
 def test_launch_rejects_bad_settings_before_touching_ray(kwargs, message, tmp_path):

@@ -102,10 +102,11 @@ def test_loop_config_is_plain_and_carries_the_strategy(tiny_model_dir):
     assert loop["deterministic"] is True and loop["seed"] == 42
 
 
-def test_deepspeed_without_gpus_fails_before_a_run_is_recorded(store_root, tiny_model_dir):
-    config = _config(str(tiny_model_dir), distributed=DistributedConfig(strategy="deepspeed", use_gpu=False))
+@pytest.mark.parametrize("strategy", ["deepspeed", "fsdp"])
+def test_gpu_only_strategies_without_gpus_fail_before_a_run_is_recorded(store_root, tiny_model_dir, strategy):
+    config = _config(str(tiny_model_dir), distributed=DistributedConfig(strategy=strategy, use_gpu=False))
     err = _train(config, store_root)
-    assert isinstance(err, ConfigError) and "'deepspeed' needs GPUs" in str(err)
+    assert isinstance(err, ConfigError) and f"'{strategy}' needs GPUs" in str(err)
     assert not (store_root / "runs").exists() or not any((store_root / "runs").iterdir())
 
 
