@@ -22,12 +22,14 @@ Example (see docs/evaluation.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -163,6 +165,25 @@ def _fingerprint(directory: Path) -> tuple[Any, ...]:
 
 _LM_EVAL_INDEX: dict[str, str] | None = None
 _TASK_LINE = re.compile(r"^(?:task|group):\s*['\"]?([A-Za-z0-9_.\-]+)['\"]?\s*$", re.M)
+
+
+@contextlib.contextmanager
+def _quiet_git_probe() -> Iterator[None]:
+    """lm-eval runs ``git describe`` for its results' ``git_hash`` with stderr left open, so outside
+    a repository every benchmark prints ``fatal: not a git repository``; ask git quietly instead."""
+    import lm_eval.evaluator as evaluator
+
+    from provenir.core.abstractions import git_sha
+
+    original = getattr(evaluator, "get_git_commit_hash", None)
+    if original is None:
+        yield
+        return
+    evaluator.get_git_commit_hash = lambda: git_sha()
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
 
 
 def _lm_eval_task_folders() -> dict[str, Path]:
@@ -336,19 +357,20 @@ class BenchmarkEvaluator:
             if lm is None:
                 lm = self._load_model(lm_eval, model_args)
             try:
-                output = lm_eval.simple_evaluate(
-                    model=lm,
-                    tasks=[task],
-                    num_fewshot=config.num_fewshot,
-                    limit=config.limit,
-                    task_manager=task_manager,
-                    log_samples=False,
-                    bootstrap_iters=100,
-                    random_seed=self.seed,
-                    numpy_random_seed=self.seed,
-                    torch_random_seed=self.seed,
-                    fewshot_random_seed=self.seed,
-                )
+                with _quiet_git_probe():
+                    output = lm_eval.simple_evaluate(
+                        model=lm,
+                        tasks=[task],
+                        num_fewshot=config.num_fewshot,
+                        limit=config.limit,
+                        task_manager=task_manager,
+                        log_samples=False,
+                        bootstrap_iters=100,
+                        random_seed=self.seed,
+                        numpy_random_seed=self.seed,
+                        torch_random_seed=self.seed,
+                        fewshot_random_seed=self.seed,
+                    )
             except ProvenirError:
                 raise
             except Exception as exc:  # noqa: BLE001 - lm-eval/datasets raise many types

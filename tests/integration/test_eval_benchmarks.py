@@ -145,3 +145,17 @@ def test_bench_cli_json(tiny_model_dir):
     [row] = payload["results"]
     assert row["benchmark"] == "provenir_arith" and row["num_examples"] == 4
     assert row["score"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_no_git_noise_outside_a_repository(tiny_model_dir, tmp_path, monkeypatch, capfd):
+    """lm-eval's own git probe would print 'fatal: not a git repository' once per benchmark."""
+    import lm_eval.evaluator
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    probe = lm_eval.evaluator.get_git_commit_hash
+    BenchmarkEvaluator(batch_size=4).run_suite(
+        str(tiny_model_dir), [BenchmarkConfig(benchmark="provenir_arith", limit=2),
+                              BenchmarkConfig(benchmark="provenir_arith", limit=3)])
+    assert "not a git repository" not in capfd.readouterr().err
+    assert lm_eval.evaluator.get_git_commit_hash is probe  # restored afterwards
