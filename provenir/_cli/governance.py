@@ -233,7 +233,7 @@ def audit_show(
 def audit_verify(
     log_dir: Optional[str] = typer.Argument(None, help="Audit log folder (same as --audit-dir)."),
     expected_head: Optional[str] = typer.Option(None, "--expected-head",
-                                                help="Hash the log must end at (detects truncation)."),
+                                                help="A head kept earlier (all 64 hex digits); the log must still hold it."),
     audit_dir: Optional[str] = AuditDirOption,
     json_out: bool = JsonOption,
 ) -> None:
@@ -244,7 +244,14 @@ def audit_verify(
     if json_out:
         print_json(result.to_dict())
     elif result.ok:
-        console().print(f"[bold green]intact[/]: {result.entries} entries · head {result.head}")
+        anchored = ""
+        if result.expected_head_seq is not None:
+            later = result.entries - 1 - result.expected_head_seq
+            anchored = f" · expected head at seq {result.expected_head_seq}"
+            if later:
+                anchored += f", {later} {'entry' if later == 1 else 'entries'} after it"
+        console().print(f"[bold green]intact[/]: {result.entries} entries · head {result.head}{anchored}",
+                        soft_wrap=True)
     else:
         from rich.markup import escape
 

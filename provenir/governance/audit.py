@@ -30,6 +30,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -147,6 +148,8 @@ class AuditVerification:
         reason: what is wrong, in words.
         torn_tail: the only problem is an incomplete last line (a writer died mid-append).
         head: hash of the last valid entry.
+        expected_head_seq: the ``seq`` of the entry whose hash is ``expected_head`` (``None`` when no
+            head was given or the log does not hold it); entries after it were appended later.
     """
 
     ok: bool
@@ -156,6 +159,7 @@ class AuditVerification:
     reason: str = ""
     torn_tail: bool = False
     head: str = GENESIS
+    expected_head_seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -294,10 +298,27 @@ class AuditLogger:
 
         A log that does not exist or holds nothing is not intact: every writer appends at least one
         entry, so an absent or empty file means the log was deleted or truncated whole.
+
+        ``expected_head`` (a head kept elsewhere earlier) anchors the log: it must hold an entry with
+        that hash, else entries were removed from the end. Entries appended after it are fine (the
+        log grows); ``expected_head_seq`` says where the anchor is.
+
+        Raises:
+            ConfigError: ``expected_head`` is not a full 64-character hex hash (a prefix cannot anchor).
         """
+        if expected_head is not None:
+            expected_head = expected_head.strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", expected_head):
+                from provenir.core.errors import ConfigError
+
+                raise ConfigError(
+                    f"expected head {expected_head[:80]!r}: must be the full 64-character hex hash that "
+                    "`provenir audit verify` prints as the head (a prefix cannot anchor the log)"
+                )
         if not self.path.is_file():
             return AuditVerification(ok=False, entries=0, first_bad_seq=0, reason=f"no audit log at {self.path}")
         prev, expected_seq, count = GENESIS, 0, 0
+        anchor: int | None = None
         with open(self.path, "rb") as handle:
             data = handle.read()
         if not data:
@@ -338,12 +359,14 @@ class AuditLogger:
                               "(reordered, duplicated or inserted)")
                 return self._bad(count, number, expected_seq, reason, prev)
             prev, expected_seq, count = entry["hash"], expected_seq + 1, count + 1
-        if expected_head is not None and expected_head != prev:
+            if expected_head is not None and prev == expected_head:
+                anchor = seq
+        if expected_head is not None and anchor is None:
             return AuditVerification(ok=False, entries=count, first_bad_line=len(lines) + 1,
                                      first_bad_seq=expected_seq, head=prev,
-                                     reason="log ends before the expected head: entries were "
-                                            "removed from the end")
-        return AuditVerification(ok=True, entries=count, head=prev)
+                                     reason="no entry has the expected head: entries were removed from "
+                                            "the end (or the head is not from this log)")
+        return AuditVerification(ok=True, entries=count, head=prev, expected_head_seq=anchor)
 
     @staticmethod
     def _sealed(raw: bytes, following: bytes) -> bool:

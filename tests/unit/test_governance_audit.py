@@ -71,6 +71,21 @@ def test_reorder_and_truncation(log):
     assert not truncated.ok and "removed from the end" in truncated.reason
 
 
+def test_expected_head_anchors_and_the_log_may_grow_after_it(log):
+    from provenir.core.errors import ConfigError
+
+    head = log.head()
+    assert log.verify(expected_head=head).expected_head_seq == 4
+    log.log("later.event", "carol")
+    grown = log.verify(expected_head=head.upper())
+    assert grown.ok and grown.expected_head_seq == 4 and grown.entries == 6
+    assert grown.head != head
+    with pytest.raises(ConfigError, match="full 64-character hex"):
+        log.verify(expected_head=head[:12])
+    wrong = log.verify(expected_head="ab" * 32)
+    assert not wrong.ok and "no entry has the expected head" in wrong.reason
+
+
 def test_torn_last_line_is_reported_then_sealed(log):
     with open(log.path, "ab") as handle:
         handle.write(b'{"seq": 5, "ts": "2026-')

@@ -70,6 +70,20 @@ def test_allow_secrets_and_audit_commands(data, tmp_path):
     assert bad.exit_code == 1 and "line 1" in bad.output
 
 
+def test_audit_verify_expected_head(tmp_path, capsys):
+    from provenir.governance.audit import AuditLogger
+
+    audit = tmp_path / "audit"
+    log = AuditLogger(audit)
+    log.log("a.event", "alice")
+    head = log.head()
+    log.log("b.event", "bob")
+    ok = runner.invoke(app, ["audit", "verify", str(audit), "--expected-head", head])
+    assert ok.exit_code == 0 and "expected head at seq 0, 1 entry after it" in ok.output
+    code, err = _run_main(["audit", "verify", str(audit), "--expected-head", head[:12]], capsys)
+    assert code == 2 and "full 64-character hex" in err
+
+
 def test_missing_input_is_one_clear_error(tmp_path):
     from provenir.cli import main
 
