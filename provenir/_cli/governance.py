@@ -192,7 +192,11 @@ def scan(
             out.print(f"masked records → {mask}")
         if report:
             out.print(f"report → {report}")
-        if exit_code == EXIT_SECRETS:
+        if exit_code == EXIT_SECRETS and result.masked_outputs:
+            err_console().print(f"[bold red]live secrets found[/] (exit 3) in the inputs; the masked copy in "
+                                f"{escape(str(mask))} has them replaced. Train on that copy, remove them from "
+                                "the source, or pass --allow-secrets", soft_wrap=True)
+        elif exit_code == EXIT_SECRETS:
             err_console().print("[bold red]live secrets found[/] (exit 3); remove them, mask with --mask, "
                                 "or pass --allow-secrets")
     if exit_code:

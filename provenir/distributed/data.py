@@ -372,7 +372,7 @@ def write_jsonl(
     fs, resolved = _fs_and_path(out_dir)
     if fs.exists(resolved):
         if not overwrite:
-            raise DataError(f"{out_dir}: output already exists; remove it or pass overwrite")
+            raise DataError(f"{out_dir}: output already exists; remove it or pass --overwrite (overwrite=True)")
         fs.rm(resolved, recursive=True)
     local = "://" not in out_dir or out_dir.startswith("file://")
     target = out_dir.rstrip("/") + f".tmp-{uuid.uuid4().hex[:8]}" if local else out_dir

@@ -225,7 +225,7 @@ def scan_files(
             fs, root = _fs_and_path(folder)
             if fs.exists(root):
                 if not overwrite:
-                    raise DataError(f"{folder}: output already exists; remove it or pass overwrite")
+                    raise DataError(f"{folder}: output already exists; remove it or pass --overwrite (overwrite=True)")
                 fs.rm(root, recursive=True)
             local = "://" not in folder or folder.startswith("file://")
             targets[name] = (folder, folder.rstrip("/") + f".tmp-{uuid.uuid4().hex[:8]}" if local else folder)

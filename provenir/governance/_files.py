@@ -281,7 +281,7 @@ def scan_files_local(
     done = 0
     if mask_dir:
         if Path(mask_dir).exists() and any(Path(mask_dir).iterdir()) and not overwrite:
-            raise DataError(f"{mask_dir}: output folder exists and is not empty; remove it or pass overwrite")
+            raise DataError(f"{mask_dir}: output folder exists and is not empty; remove it or pass --overwrite (overwrite=True)")
         Path(mask_dir).mkdir(parents=True, exist_ok=True)
     findings_cm = atomic_open(findings_path, "w", encoding="utf-8") if findings_path else None
     findings_out = findings_cm.__enter__() if findings_cm else None

@@ -37,6 +37,7 @@ def test_scan_masks_reports_audits_and_exits_3(data, tmp_path):
                                  "--audit-dir", str(audit)])
     assert result.exit_code == 3, result.output
     assert "AWS_ACCESS_KEY_ID" in result.output and "EMAIL" in result.output
+    assert "has them replaced" in result.output and "mask with --mask" not in result.output
     assert f"{data}:5: invalid UTF-8" in result.output or "invalid UTF-8" in result.output
     payload = json.loads(report.read_text())
     assert payload["secrets"] == {"AWS_ACCESS_KEY_ID": 1} and payload["pii"] == {"EMAIL": 1}
