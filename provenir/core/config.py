@@ -7,7 +7,15 @@ path, the YAML line, the bad value and what is allowed::
     examples/bad.yaml:7: peft.rank: must be >= 1 (got 0)
 
 Precedence is one chain: field defaults, then the YAML file, then overrides (CLI flags) passed to
-:meth:`RunConfig.from_yaml` as dotted keys.
+:meth:`RunConfig.from_yaml` as dotted keys. An error caused by an override names the override
+instead of a line of the file::
+
+    --set peft.rnk=3: peft.rnk: unknown key; allowed keys here: alpha, dropout, …
+
+Relative input paths (``data.train_path``, ``data.eval_path``, a local ``model_name_or_path``)
+written in the file resolve against the file's folder; given as overrides, against the current
+working directory. Output locations (``output_dir``, ``storage_root``, ``governance.audit_dir``)
+are always relative to the current working directory, like ``--store`` and ``$PROVENIR_STORE``.
 
 ``config_hash`` (see :func:`semantic_config`) covers everything that can change what a run
 computes. The fields in :data:`NON_SEMANTIC_FIELDS` are excluded: where outputs go, what the run
@@ -17,6 +25,7 @@ into ``dataset_hash``).
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +71,12 @@ def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
     return value
+
+
+def _false_is_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``off`` (and ``no``) as ``False``; for fields whose "disabled"
+    value is the string ``"off"``, that is what the user meant."""
+    return "off" if value is False else value
 
 
 class _Strict(BaseModel):
@@ -192,6 +207,11 @@ class GovernanceConfig(_Strict):
     audit: bool = True
     audit_dir: str | None = None
 
+    @field_validator("pii", "secrets", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        return _false_is_off(v)
+
     @field_validator("pii")
     @classmethod
     def _pii(cls, v: str) -> str:
@@ -219,6 +239,11 @@ class CurationConfig(_Strict):
     quality_threshold: float | None = None
     decontamination: str = "ngram"
     decontamination_threshold: float = 0.90
+
+    @field_validator("decontamination", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        return _false_is_off(v)
 
     @field_validator("quality_threshold")
     @classmethod
@@ -360,19 +385,32 @@ class RunConfig(_Strict):
         return self.storage_root or self.output_dir
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    def from_yaml(
+        cls,
+        path: str | Path,
+        overrides: dict[str, Any] | None = None,
+        *,
+        check_inputs: bool = False,
+    ) -> RunConfig:
         """Load and validate a YAML config.
 
         Relative data paths (``data.train_path``, ``data.eval_path``) and a relative
         ``model_name_or_path`` that exists beside the file are resolved against the file's folder,
-        so a config runs the same from any working directory.
+        so a config runs the same from any working directory. The same paths given as
+        ``overrides`` are resolved against the current working directory (the data paths made
+        absolute; a model path is kept as given, which already means the working directory).
+        ``data.template`` must name a registered template.
 
         Args:
             path: the YAML file.
-            overrides: dotted keys applied over the file's values (``{"peft.rank": 16}``).
+            overrides: dotted keys applied over the file's values (``{"peft.rank": 16}``), as
+                the CLI's ``--set KEY=VALUE`` flags; an error one causes names it
+                (``--set peft.rank=0: peft.rank: must be >= 1``).
+            check_inputs: also require that local input files (``data.train_path``,
+                ``data.eval_path``) exist, as ``provenir run`` and ``provenir config validate`` do.
 
         Raises:
-            ConfigError: naming the file, the key path, the YAML line and the fix.
+            ConfigError: naming the file and YAML line (or the override), the key path and the fix.
         """
         path = Path(path)
         try:
@@ -397,20 +435,28 @@ class RunConfig(_Strict):
                 f"{path}:1: the top level must be a mapping of keys (name:, backend:, …), "
                 f"got a {type(raw).__name__}"
             )
-        lines, duplicates = _key_lines(text)
+        lines, duplicates, booleans = _key_lines(text)
         if duplicates:
             keys, line, first = duplicates[0]
             raise ConfigError(
                 f"{path}:{line}: duplicate key {'.'.join(map(str, keys))!r} (first set on line {first}); "
                 "YAML would silently keep only the last one: remove one of them"
             )
+        origins = _Origins(path, lines, overrides or {})
         for dotted, value in (overrides or {}).items():
-            _set_dotted(raw, dotted, value)
+            _set_dotted(raw, dotted, value, origins)
         try:
             config = cls.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(_format_validation(exc, path, lines, raw)) from None
-        return _resolve_relative_paths(config, path.parent)
+            raise ConfigError(_format_validation(exc, origins, booleans)) from None
+        config = _resolve_relative_paths(config, path.parent, origins)
+        problems = [_template_problem(config, origins)]
+        if check_inputs:
+            problems += _input_problems(config, origins)
+        problems = [p for p in problems if p]
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return config
 
     def to_yaml(self) -> str:
         """The config as YAML (every field, defaults included), stable key order."""
@@ -450,48 +496,141 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def _override_text(value: Any) -> str:
+    """An override's value as it would be typed after ``--set KEY=``."""
+    if isinstance(value, str):
+        return value
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+class _Origins:
+    """Where each value of a loaded config came from: a line of the file, or an override."""
+
+    def __init__(self, path: Path, lines: dict[tuple[Any, ...], int], overrides: dict[str, Any]):
+        self.path = path
+        self.lines = lines
+        self.overrides = [(tuple(key.split(".")), key, value) for key, value in overrides.items()]
+
+    def override(self, loc: tuple[Any, ...]) -> str | None:
+        """``--set KEY=VALUE`` for the override that set ``loc`` (or a section above it, or the
+        only source of the section ``loc``), else ``None``."""
+        best: tuple[int, str] | None = None
+        for parts, key, value in self.overrides:
+            sets_it = loc[: len(parts)] == parts
+            creates_it = bool(loc) and parts[: len(loc)] == loc and loc not in self.lines
+            if (sets_it or creates_it) and (best is None or len(parts) > best[0]):
+                best = (len(parts), f"--set {key}={_override_text(value)}")
+        return best[1] if best else None
+
+    def where(self, loc: tuple[Any, ...]) -> str:
+        """``--set KEY=VALUE``, ``file:line`` of ``loc`` (or of its nearest enclosing key), or the
+        file alone for a value left at its default."""
+        override = self.override(loc)
+        if override:
+            return override
+        for cut in range(len(loc), 0, -1):
+            line = self.lines.get(loc[:cut])
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, origins: _Origins) -> None:
     parts = dotted.split(".")
     node = raw
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1], start=1):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
+            section = tuple(parts[:depth])
+            line = origins.lines.get(section)
+            source = f" (set to {child!r} on {origins.path}:{line})" if line else ""
+            raise ConfigError(
+                f"--set {dotted}={_override_text(value)}: "
+                f"{'.'.join(section)} is not a section{source}"
+            )
         node = child
     node[parts[-1]] = value
 
 
-def _resolve_relative_paths(config: RunConfig, base: Path) -> RunConfig:
+def _resolve_relative_paths(config: RunConfig, base: Path, origins: _Origins) -> RunConfig:
     data = config.data
     updates: dict[str, Any] = {}
     for key in ("train_path", "eval_path"):
         value = getattr(data, key)
         if value and "://" not in value and not Path(value).is_absolute():
-            updates[key] = str((base / value).resolve())
+            anchor = Path.cwd() if origins.override(("data", key)) else base
+            updates[key] = str((anchor / value).resolve())
     if updates:
         config = config.model_copy(update={"data": data.model_copy(update=updates)})
     model = config.model_name_or_path
-    if model and "://" not in model and not Path(model).is_absolute() and (base / model).exists():
+    if (
+        model
+        and "://" not in model
+        and not Path(model).is_absolute()
+        and not origins.override(("model_name_or_path",))
+        and (base / model).exists()
+    ):
         config = config.model_copy(update={"model_name_or_path": str((base / model).resolve())})
     return config
 
 
+def _template_problem(config: RunConfig, origins: _Origins) -> str | None:
+    # The registry lives with the templates; imported here, at the edge, so a config naming an
+    # unknown template fails where it is loaded, naming the line, not later inside a run.
+    from provenir.data.templates import TEMPLATE_REGISTRY
+
+    name = config.data.template
+    if name in TEMPLATE_REGISTRY:
+        return None
+    available = TEMPLATE_REGISTRY.list_names()
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"{origins.where(('data', 'template'))}: data.template: unknown template {name!r}"
+        f"{hint} (available: {', '.join(available)})"
+    )
+
+
+def _input_problems(config: RunConfig, origins: _Origins) -> list[str]:
+    from provenir.core.io import local_path
+
+    problems = []
+    for key in ("train_path", "eval_path"):
+        value = getattr(config.data, key)
+        local = local_path(value) if value else None
+        if local is None:  # unset, or an fsspec URI (checked when it is read)
+            continue
+        where = f"{origins.where(('data', key))}: data.{key}"
+        if not Path(local).exists():
+            problems.append(f"{where}: file not found: {local}")
+        elif Path(local).is_dir():
+            problems.append(f"{where}: is a folder, expected a JSONL file: {local}")
+    return problems
+
+
 def _key_lines(
     text: str,
-) -> tuple[dict[tuple[Any, ...], int], list[tuple[tuple[Any, ...], int, int]]]:
+) -> tuple[
+    dict[tuple[Any, ...], int], list[tuple[tuple[Any, ...], int, int]], dict[tuple[Any, ...], str]
+]:
     """Map each key path in a YAML document to the (1-based) line where it appears; also list
-    keys set twice in one mapping as ``(key path, line, first line)``."""
+    keys set twice in one mapping as ``(key path, line, first line)``, and the source text of
+    each value YAML read as a boolean (``off``, ``yes``, …)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return {}, []
+        return {}, [], {}
     lines: dict[tuple[Any, ...], int] = {}
     duplicates: list[tuple[tuple[Any, ...], int, int]] = []
+    booleans: dict[tuple[Any, ...], str] = {}
 
     def walk(node: Any, prefix: tuple[Any, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
+            booleans[prefix] = node.value
+        elif isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key, line = key_node.value, key_node.start_mark.line + 1
                 if prefix + (key,) in lines and key_node.tag != "tag:yaml.org,2002:merge":
@@ -505,7 +644,7 @@ def _key_lines(
 
     if root is not None:
         walk(root, ())
-    return lines, duplicates
+    return lines, duplicates, booleans
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
@@ -524,18 +663,48 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return sorted(current.model_fields)
 
 
+#: The string fields that take one of a few words, for hints (their validators do the checking).
+_CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("backend",): BACKENDS,
+    ("observability_backend",): OBSERVABILITY_BACKENDS,
+    ("distributed", "strategy"): STRATEGIES,
+    ("training", "method"): TRAINING_METHODS,
+    ("training", "lr_scheduler"): LR_SCHEDULERS,
+    ("governance", "pii"): PII_ACTIONS,
+    ("governance", "pii_replacement"): PII_REPLACEMENTS,
+    ("governance", "secrets"): SECRET_ACTIONS,
+    ("curation", "decontamination"): DECONTAMINATION_MODES,
+}
+
+
+def _boolean_hint(
+    loc: tuple[Any, ...], value: bool, origins: _Origins, booleans: dict[tuple[Any, ...], str]
+) -> str:
+    """YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans; say so where a string was
+    expected, with the quoted word to write instead."""
+    choices = _CHOICES.get(tuple(loc))
+    allowed = f" (allowed: {', '.join(choices)})" if choices else ""
+    word = None if origins.override(loc) else booleans.get(loc)
+    if word is not None:
+        return (
+            f"YAML reads the unquoted {word} as the boolean {str(value).lower()}; "
+            f"quote it: '{word}'{allowed}"
+        )
+    key = ".".join(str(p) for p in loc)
+    example = "off" if value is False else "on"  # an override: the word typed is not known
+    return (
+        f"got the boolean {str(value).lower()}: YAML reads unquoted on/off/yes/no as booleans; "
+        f"""quote it: --set "{key}='{example}'"{allowed}"""
+    )
+
+
 def _format_validation(
-    exc: ValidationError, path: Path, lines: dict[tuple[Any, ...], int], raw: dict[str, Any]
+    exc: ValidationError, origins: _Origins, booleans: dict[tuple[Any, ...], str]
 ) -> str:
     messages = []
     for error in exc.errors():
         loc = tuple(part for part in error["loc"] if isinstance(part, (str, int)))
-        line = None
-        for cut in range(len(loc), 0, -1):
-            line = lines.get(loc[:cut])
-            if line is not None:
-                break
-        where = f"{path}:{line}" if line else str(path)
+        where = origins.where(loc)
         key = ".".join(str(p) for p in loc) or "(top level)"
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(RunConfig, loc)
@@ -544,6 +713,9 @@ def _format_validation(
             continue
         if error["type"] == "missing":
             messages.append(f"{where}: {key}: required key is missing")
+            continue
+        if error["type"] == "string_type" and isinstance(error.get("input"), bool):
+            messages.append(f"{where}: {key}: {_boolean_hint(loc, error['input'], origins, booleans)}")
             continue
         msg = error["msg"]
         if msg.startswith("Value error, "):

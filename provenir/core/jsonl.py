@@ -65,14 +65,19 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 ) from None
             if not line.strip():
                 continue
+            # Parsed without its line end, a truncated line's error points at the end of that line,
+            # not at column 1 of a "line 2" beyond the newline.
+            line = line.rstrip("\r\n")
             try:
                 record = json.loads(line, parse_constant=_reject_constant)
             except json.JSONDecodeError as exc:
                 raise DataError(
-                    f"{path}:{lineno}: invalid JSON at column {exc.colno}: {exc.msg}"
+                    f"{path}:{lineno}: invalid JSON at column {exc.pos + 1}: {exc.msg}"
                 ) from None
             except ValueError as exc:
                 raise DataError(f"{path}:{lineno}: {exc}") from None
+            except RecursionError:
+                raise DataError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise DataError(
                     f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}"

@@ -141,8 +141,9 @@ def test_missing_file_and_non_utf8(tmp_path):
 
 def test_bad_override_path(tmp_path):
     path = write(tmp_path, "name: a\nbackend: stub\n")
-    with pytest.raises(ConfigError, match="override backend.x: backend is not a section"):
+    with pytest.raises(ConfigError) as info:
         RunConfig.from_yaml(path, overrides={"backend.x": 1})
+    assert str(info.value) == f"--set backend.x=1: backend is not a section (set to 'stub' on {path}:2)"
 
 
 def test_assignment_is_validated():

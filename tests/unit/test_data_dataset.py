@@ -39,6 +39,29 @@ def test_bad_jsonl_names_file_and_line(tmp_path, data, line, fragment):
     assert fragment in message
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n', "column 32: Expecting value"),
+        (b'{"instruction": "c", "output": \r\n', "column 32: Expecting value"),
+        (b'\xef\xbb\xbf{"a" 1}\n', "column 6: Expecting ':' delimiter"),
+        (b'{"a": 1} trailing\n', "column 10: Extra data"),
+    ],
+)
+def test_invalid_json_column_is_the_position_in_the_line(tmp_path, data, expected):
+    path = write(tmp_path, data)
+    with pytest.raises(DataError) as info:
+        JsonlDataset.from_jsonl(path)
+    line = data.count(b"\n")
+    assert str(info.value) == f"{path}:{line}: invalid JSON at {expected}"
+
+
+def test_deeply_nested_json_is_a_data_error(tmp_path):
+    path = write(tmp_path, b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+    with pytest.raises(DataError, match=r":1: JSON nested too deeply"):
+        JsonlDataset.from_jsonl(path)
+
+
 def test_missing_file_and_folder(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         JsonlDataset.from_jsonl(tmp_path / "nope.jsonl")
