@@ -27,6 +27,7 @@ runs_app = typer.Typer(help="List runs in the artifact store.", no_args_is_help=
 
 
 def _print_verification(report: VerificationReport) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"verification of {report.run_id}", show_lines=False)
@@ -38,7 +39,7 @@ def _print_verification(report: VerificationReport) -> None:
         detail = check.detail
         if not check.ok and (check.expected or check.actual):
             detail = f"{detail} expected={check.expected} actual={check.actual}".strip()
-        table.add_row(check.name, mark, detail)
+        table.add_row(escape(check.name), mark, escape(detail))
     console().print(table)
     verdict = "[bold green]verified[/]" if report.ok else f"[bold red]{len(report.failures)} check(s) failed[/]"
     console().print(f"{report.run_id}: {verdict}")
@@ -54,6 +55,11 @@ def _print_manifest(manifest: Any) -> None:
         table.add_row(key, str(getattr(manifest, key)))
     table.add_row("provenance", ", ".join(manifest.provenance) or "-")
     table.add_row("backend", str(manifest.config.get("backend")))
+    model = manifest.inputs.get("model")
+    if isinstance(model, dict):
+        where = model.get("path") or model.get("id")
+        pin = model.get("sha256") or (f"revision {model['revision']}" if model.get("revision") else "not hashed")
+        table.add_row("model", f"{where} ({pin})")
     table.add_row("command", " ".join(manifest.command))
     for key, value in sorted(manifest.metrics.items()):
         table.add_row(f"metric {key}", str(value))
@@ -67,7 +73,11 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set peft.rank=16."),
     parent: list[str] = typer.Option([], "--parent", help="Parent run id (recorded as provenance)."),
     store: Optional[str] = typer.Option(
-        None, "--store", help="Artifact store root (default: the config's storage_root or output_dir)."
+        None,
+        "--store",
+        envvar="PROVENIR_STORE",
+        help="Artifact store root: a folder or an fsspec URI "
+        "(default: $PROVENIR_STORE, else the config's storage_root or output_dir).",
     ),
     json_out: bool = JsonOption,
 ) -> None:
@@ -76,7 +86,7 @@ def run(
     from provenir.core.store import ArtifactStore
     from provenir.pipeline import run_job
 
-    cfg = RunConfig.from_yaml(config, overrides=parse_overrides(set_))
+    cfg = RunConfig.from_yaml(config, overrides=parse_overrides(set_), check_inputs=True)
     root = store or cfg.store_root
     if not json_out:
         console().print(f"[bold]provenir run[/] {config} · backend={cfg.backend} · store={root}")
@@ -93,12 +103,14 @@ def run(
 @config_app.command("validate")
 def config_validate(
     file: Path = typer.Argument(..., help="Config file (YAML)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set peft.rank=16."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Validate a config file; print the resolved config and its hash."""
+    """Validate a config as `run` would load it: keys and values, the template name, and that the
+    local data files exist. Print the resolved config and its hash."""
     from provenir.core.config import RunConfig, config_hash
 
-    cfg = RunConfig.from_yaml(file)
+    cfg = RunConfig.from_yaml(file, overrides=parse_overrides(set_), check_inputs=True)
     if json_out:
         print_json({"valid": True, "config_hash": config_hash(cfg), "config": cfg.model_dump(mode="json")})
         return
@@ -167,7 +179,8 @@ def manifest_verify(
     store: Optional[str] = StoreOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Recompute config, dataset and artifact hashes; exit 1 naming any mismatch."""
+    """Recompute config, dataset, model and artifact hashes, check seed, metrics and parents;
+    exit 1 naming any mismatch."""
     from provenir.core.errors import NotFoundError
     from provenir.core.run import verify_run
     from provenir.core.store import ArtifactStore, validate_run_id
@@ -195,20 +208,37 @@ def manifest_lineage(
 
     st = ArtifactStore(store_root(store))
     st.load_manifest(run_id)  # a clear error for an unknown run
-    ancestors, descendants = st.ancestors(run_id), st.descendants(run_id)
+    traced, descendants = st.trace_ancestors(run_id), st.descendants(run_id)
+    ancestors = [rid for rid, _ in traced]
+    missing = [rid for rid, problem in traced if problem == "missing"]
+    unreadable = [rid for rid, problem in traced if problem and problem != "missing"]
     if json_out:
-        print_json({"run_id": run_id, "ancestors": ancestors, "descendants": descendants})
+        payload: dict[str, Any] = {"run_id": run_id, "ancestors": ancestors, "descendants": descendants}
+        if missing:
+            payload["missing"] = missing
+        if unreadable:
+            payload["unreadable"] = unreadable
+        print_json(payload)
         return
+    from rich.markup import escape
     from rich.tree import Tree
 
     tree = Tree(f"[bold]{run_id}[/]")
     up = tree.add("ancestors (nearest first)")
-    for rid in ancestors or ["-"]:
-        up.add(rid)
+    for rid, problem in traced or [("-", None)]:
+        if problem is None:
+            up.add(rid)
+        else:
+            label = "missing" if problem == "missing" else "unreadable"
+            note = "not in this store" if label == "missing" else problem
+            up.add(f"{escape(rid)} [bold red]({label})[/] [dim]{escape(note)}; its ancestors cannot be traced[/]")
     down = tree.add("descendants")
     for rid in descendants or ["-"]:
         down.add(rid)
     console().print(tree)
+    if missing or unreadable:
+        console().print(f"[bold red]{len(missing) + len(unreadable)} ancestor(s) cannot be followed:[/] "
+                        f"{escape(', '.join(missing + unreadable))}; the lineage above stops at them")
 
 
 @runs_app.command("list")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,57 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def tree_files(path: str | Path) -> list[str]:
+    """The relative POSIX paths of the regular files under ``path``, sorted.
+
+    Hidden files and folders (a name starting with ``.``: ``.git``, ``.cache``, ``.gitattributes``)
+    are skipped: they are download and version-control bookkeeping, not model content. File
+    symlinks count with their target's bytes; folder symlinks are not followed (no cycles).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        NotADirectoryError: ``path`` is not a folder.
+    """
+    base = Path(path)
+    if not base.exists():
+        raise FileNotFoundError(str(base))
+    if not base.is_dir():
+        raise NotADirectoryError(str(base))
+    found: list[str] = []
+    for folder, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            full = Path(folder) / name
+            if not name.startswith(".") and full.is_file():
+                found.append(full.relative_to(base).as_posix())
+    return sorted(found)
+
+
+def sha256_tree(path: str | Path) -> tuple[str, dict[str, str], int]:
+    """``(digest, {relative path: sha256}, total bytes)`` of a folder's files (see :func:`tree_files`).
+
+    ``digest`` is the SHA-256 of the canonical JSON of the ``{relative path: sha256}`` mapping, so
+    it depends on every file's name and bytes and on nothing else (not on mtimes, permissions or
+    the order the filesystem lists them in). Files are streamed (:func:`sha256_file`).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "config.json").write_text("{}")
+        >>> digest, files, size = sha256_tree(folder)
+        >>> digest == sha256_json({"config.json": sha256_bytes(b"{}")}), size
+        (True, 2)
+    """
+    base = Path(path)
+    files: dict[str, str] = {}
+    total = 0
+    for rel in tree_files(base):
+        full = base / rel
+        files[rel] = sha256_file(full)
+        total += full.stat().st_size
+    return sha256_json(files), files, total
 
 
 class RecordHasher:

@@ -10,9 +10,10 @@ read from outside is checked against :data:`RUN_ID_PATTERN`, so no id can reach 
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +25,8 @@ from provenir.core.io import atomic_write_bytes
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MANIFEST_NAME = "manifest.json"
+#: The metrics a manifest was saved with, as a hashed artifact beside it (see ``save_manifest``).
+METRICS_RECORD_NAME = "manifest_metrics.json"
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -220,6 +223,16 @@ class ArtifactStore:
 
     # ----- manifests -----
     def save_manifest(self, manifest: RunManifest) -> None:
+        """Write ``manifest.json``, and its metrics as the artifact :data:`METRICS_RECORD_NAME`.
+
+        The metrics record is rewritten on every save and its sha256 is put into
+        ``manifest.artifacts`` (the object passed in is updated), so ``verify_run`` can tell a hand
+        edit of the manifest's metrics from the metrics the run was saved with.
+        """
+        text = json.dumps(manifest.metrics, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+        record = text.encode("utf-8")
+        self.write_bytes(manifest.run_id, METRICS_RECORD_NAME, record)
+        manifest.artifacts[METRICS_RECORD_NAME] = sha256_bytes(record)
         self.write_bytes(manifest.run_id, MANIFEST_NAME, manifest.to_json().encode("utf-8"))
 
     def load_manifest(self, run_id: str) -> RunManifest:
@@ -244,27 +257,64 @@ class ArtifactStore:
         ]
 
     # ----- lineage -----
-    def ancestors(self, run_id: str) -> list[str]:
-        """Every run this one descends from through ``provenance``, nearest first (BFS)."""
+    def check_parents(self, run_ids: Iterable[str]) -> list[str]:
+        """The parent run ids to record: validated, duplicates dropped (first order kept), and
+        every one present in this store.
+
+        Raises:
+            StoreError: an id is not a valid run id.
+            NotFoundError: naming every parent that has no manifest in this store.
+        """
+        parents = list(dict.fromkeys(validate_run_id(rid) for rid in run_ids))
+        missing = [rid for rid in parents if not self.exists(rid, MANIFEST_NAME)]
+        if missing:
+            raise NotFoundError(
+                f"parent run(s) not found in the store {self.runs_dir()}: {', '.join(missing)}; "
+                "a run's provenance can only name runs of the same store (see `provenir runs list`)"
+            )
+        return parents
+
+    def trace_ancestors(self, run_id: str) -> list[tuple[str, str | None]]:
+        """``(run_id, problem)`` for every ancestor through ``provenance``, nearest first (BFS).
+
+        ``problem`` is None for a run whose manifest was read, ``"missing"`` for one that is not in
+        this store and ``"unreadable: …"`` for one whose manifest cannot be read; the ancestors of
+        such a run cannot be followed, so the list ends there on that branch.
+
+        Raises:
+            StoreError, ManifestError: ``run_id`` itself is invalid, missing or unreadable.
+        """
         seen: set[str] = {run_id}
-        order: list[str] = []
+        order: list[tuple[str, str | None]] = []
+        index: dict[str, int] = {}
         frontier = [run_id]
         while frontier:
             nxt: list[str] = []
             for current in frontier:
                 try:
                     parents = self.load_manifest(current).provenance
-                except StoreError:
+                except (StoreError, ManifestError) as exc:
                     if current == run_id:
                         raise
-                    continue  # an ancestor outside this store: listed, not followed
+                    problem = "missing" if isinstance(exc, NotFoundError) else f"unreadable: {exc}"
+                    order[index[current]] = (current, problem)
+                    continue
                 for parent in parents:
                     if parent not in seen:
                         seen.add(parent)
-                        order.append(parent)
+                        index[parent] = len(order)
+                        order.append((parent, None))
                         nxt.append(parent)
             frontier = nxt
         return order
+
+    def ancestors(self, run_id: str) -> list[str]:
+        """Every run this one descends from through ``provenance``, nearest first (BFS).
+
+        Ancestors missing from the store are listed but not followed; :meth:`trace_ancestors`
+        says which.
+        """
+        return [rid for rid, _ in self.trace_ancestors(run_id)]
 
     def descendants(self, run_id: str) -> list[str]:
         """Every run that has this one among its ancestors, in creation order."""

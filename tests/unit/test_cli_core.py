@@ -68,7 +68,13 @@ def _config(tmp_path: Path) -> Path:
     return cfg
 
 
-def test_run_then_manifest_commands(tmp_path, capsys):
+@pytest.fixture
+def no_env_store(monkeypatch):
+    """The suite sets $PROVENIR_STORE; these tests check the config's own output_dir."""
+    monkeypatch.delenv("PROVENIR_STORE", raising=False)
+
+
+def test_run_then_manifest_commands(tmp_path, capsys, no_env_store):
     cfg = _config(tmp_path)
     store = str(tmp_path / "store")
     code, out, _ = cli(capsys, "run", str(cfg), "--json")
@@ -107,7 +113,7 @@ def test_run_then_manifest_commands(tmp_path, capsys):
     assert [c["name"] for c in report["checks"] if not c["ok"]] == ["artifact:adapter/stub_adapter.json"]
 
 
-def test_run_with_bad_data_fails_cleanly(tmp_path, capsys):
+def test_run_with_bad_data_fails_cleanly(tmp_path, capsys, no_env_store):
     cfg = _config(tmp_path)
     (tmp_path / "train.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"question": "no"}\n')
     code, _, err = cli(capsys, "run", str(cfg))
@@ -120,6 +126,85 @@ def test_run_with_bad_data_fails_cleanly(tmp_path, capsys):
     assert not runs.exists() or all(
         json.loads((d / "manifest.json").read_text())["status"] == "failed" for d in runs.iterdir()
     )
+
+
+def test_run_takes_the_store_like_train(tmp_path, capsys, monkeypatch):
+    cfg = _config(tmp_path)
+    monkeypatch.setenv("PROVENIR_STORE", str(tmp_path / "env-store"))
+    code, out, _ = cli(capsys, "run", str(cfg), "--json")
+    run_id = json.loads(out)["manifest"]["run_id"]
+    assert code == 0
+    assert (tmp_path / "env-store" / "runs" / run_id / "manifest.json").is_file()
+    assert not (tmp_path / "store").exists()  # the config's output_dir
+
+    code, out, _ = cli(capsys, "run", str(cfg), "--json", "--store", str(tmp_path / "flag-store"))
+    run_id = json.loads(out)["manifest"]["run_id"]
+    assert code == 0 and (tmp_path / "flag-store" / "runs" / run_id / "manifest.json").is_file()
+
+    monkeypatch.delenv("PROVENIR_STORE")
+    code, out, _ = cli(capsys, "run", str(cfg), "--json")
+    run_id = json.loads(out)["manifest"]["run_id"]
+    assert code == 0 and (tmp_path / "store" / "runs" / run_id / "manifest.json").is_file()
+
+    code, out, _ = cli(capsys, "run", "--help")
+    assert code == 0 and "PROVENIR_STORE" in out
+
+
+def test_run_and_validate_name_the_override_that_broke_a_config(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    for command in (["run"], ["config", "validate"]):
+        code, _, err = cli(capsys, *command, str(cfg), "--set", "peft.rnk=3")
+        assert code == 2
+        assert err.startswith("error: --set peft.rnk=3: peft.rnk: unknown key; allowed keys here: alpha,"), err
+        code, _, err = cli(capsys, *command, str(cfg), "--set", "max_steps=abc")
+        assert code == 2 and err.startswith("error: --set max_steps=abc: max_steps: Input should be a valid integer")
+
+
+def test_set_paths_resolve_against_the_working_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    cfg = _config(tmp_path / "configs")
+    cwd = tmp_path / "work"
+    (cwd / "data").mkdir(parents=True)
+    (cwd / "data" / "other.jsonl").write_text('{"instruction": "1+1?", "output": "2"}\n')
+    monkeypatch.chdir(cwd)
+    code, out, err = cli(capsys, "config", "validate", str(cfg), "--set", "data.train_path=data/other.jsonl", "--json")
+    assert code == 0, err
+    assert json.loads(out)["config"]["data"]["train_path"] == str((cwd / "data" / "other.jsonl").resolve())
+    code, _, err = cli(capsys, "config", "validate", str(cfg), "--set", "data.train_path=data/nope.jsonl")
+    assert code == 2
+    assert err.strip() == (
+        f"error: --set data.train_path=data/nope.jsonl: data.train_path: file not found: "
+        f"{(cwd / 'data' / 'nope.jsonl').resolve()}"
+    )
+
+
+def test_validate_rejects_what_run_would_reject(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("template: chatml", "template: chatmll"))
+    expected = (
+        f"error: {cfg}:8: data.template: unknown template 'chatmll'; did you mean 'chatml'? "
+        "(available: alpaca, chatml, llama3, mistral, phi3, raw_completion)"
+    )
+    for command in (["config", "validate"], ["run"]):
+        code, _, err = cli(capsys, *command, str(cfg))
+        assert code == 2 and err.strip() == expected, err
+
+    cfg.write_text(cfg.read_text().replace("template: chatmll", "template: chatml"))
+    (tmp_path / "train.jsonl").unlink()
+    for command in (["config", "validate"], ["run"]):
+        code, _, err = cli(capsys, *command, str(cfg))
+        assert code == 2
+        assert err.strip() == f"error: {cfg}:7: data.train_path: file not found: {(tmp_path / 'train.jsonl').resolve()}"
+
+
+def test_validate_accepts_unquoted_off(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + "governance:\n  pii: off\n  secrets: off\ncuration:\n  decontamination: off\n")
+    code, out, err = cli(capsys, "config", "validate", str(cfg), "--json")
+    assert code == 0, err
+    config = json.loads(out)["config"]
+    assert (config["governance"]["pii"], config["governance"]["secrets"]) == ("off", "off")
+    assert config["curation"]["decontamination"] == "off"
 
 
 def test_run_needs_train_path(tmp_path, capsys):

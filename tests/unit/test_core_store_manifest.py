@@ -130,7 +130,8 @@ def test_lineage_ancestors_and_descendants(store, tmp_path):
 def test_recorder_writes_verifiable_run(store, tmp_path):
     manifest, _ = _record(store, tmp_path, "v", peft=PEFTConfig(rank=4))
     assert manifest.status == "completed"
-    assert set(manifest.artifacts) == {"adapter/weights.bin", "config.yaml"}
+    assert set(manifest.artifacts) == {"adapter/weights.bin", "config.yaml", "manifest_metrics.json"}
+    assert json.loads(store.read_text(manifest.run_id, "manifest_metrics.json")) == {"loss": 1.0}
     assert manifest.environment["python"] and "torch" in manifest.environment["packages"]
     loaded = store.load_manifest(manifest.run_id)
     assert loaded == manifest
@@ -148,8 +149,9 @@ def test_tampered_artifact_config_and_data_are_named(store, tmp_path):
     tampered.config["seed"] = 999
     store.save_manifest(tampered)
     failed = {c.name: c for c in verify_run(store, run_id).failures}
-    assert set(failed) == {"config_hash", "config.yaml", "input:train", "artifact:adapter/weights.bin",
+    assert set(failed) == {"config_hash", "config.yaml", "seed", "input:train", "artifact:adapter/weights.bin",
                            "artifact:extra.txt"}
+    assert (failed["seed"].expected, failed["seed"].actual) == ("999", "42")
     assert failed["artifact:adapter/weights.bin"].detail == "content changed"
     assert failed["artifact:extra.txt"].detail == "not in the manifest"
 
