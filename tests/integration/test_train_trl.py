@@ -138,7 +138,7 @@ def test_run_job_with_eval_reports_eval_loss(tiny_model_dir, store_root, tmp_pat
     job = run_job(config, store=ArtifactStore(store_root))
     assert job.verification.ok
     assert job.training.metrics["eval_loss"] > 0
-    assert set(job.training.manifest.inputs) == {"train", "eval"}
+    assert set(job.training.manifest.inputs) == {"train", "eval", "model"}
     # the observer's TensorBoard events went into the run folder and are hashed in the manifest
     events = [k for k in job.training.manifest.artifacts if k.startswith("logs/tensorboard/") and "events" in k]
     assert events
