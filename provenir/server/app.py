@@ -156,17 +156,19 @@ def create_app(
         """Validate a run config and queue the job; follow it at ``/jobs/{job_id}``."""
         from provenir.core.config import RunConfig
 
-        for parent in request.provenance:
-            validate_run_id(parent)
         try:
             config = RunConfig.model_validate(request.config)
         except Exception as exc:  # pydantic's ValidationError: a client error
             raise HTTPException(status_code=422, detail=str(exc)) from None
+        try:  # a parent must be a run of this store: refused now, not when the job gets to it
+            provenance = store.check_parents(request.provenance)
+        except NotFoundError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
 
         def work() -> tuple[str, bool]:
             from provenir.pipeline import run_job
 
-            result = run_job(config, provenance=request.provenance, store=store,
+            result = run_job(config, provenance=provenance, store=store,
                              command=["provenir-server", "POST /jobs/train"])
             _audit(audit_root, "server.train", run_id=result.run_id, verified=result.verification.ok)
             return result.run_id, result.verification.ok

@@ -73,6 +73,10 @@ def test_failed_job_reports_error(client, tmp_path):
 def test_bad_requests(client):
     assert client.post("/jobs/train", json={"config": {"name": "x", "backend": "nope"}}).status_code == 422
     assert client.post("/jobs/train", json={"config": {"name": "x"}, "provenance": ["../x"]}).status_code == 400
+    queued = len(client.get("/jobs").json())
+    missing = client.post("/jobs/train", json={"config": {"name": "x"}, "provenance": ["20260101-000000-gone-abcd1234"]})
+    assert missing.status_code == 400 and "parent run(s) not found" in missing.json()["detail"]
+    assert len(client.get("/jobs").json()) == queued  # refused before a job was queued
     assert client.post("/jobs/train", json={"cfg": {}}).status_code == 422
     assert client.get("/manifests/..%2Fetc").status_code in (400, 404)
     missing = client.get("/manifests/20260101T000000Z-none-00000000")
