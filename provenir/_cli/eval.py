@@ -20,7 +20,16 @@ def _validated(model: Any, data: dict[str, Any]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ConfigError(f"{where}: {first['msg']} (got {first.get('input')!r})") from exc
+        flag = _FLAGS.get(where)
+        where = f"{flag} / {where}" if flag else where
+        raise ConfigError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+# The eval config's fields and the options that set them, so an error names what the user typed.
+_FLAGS = {"n_resamples": "--resamples", "confidence": "--confidence", "seed": "--seed",
+          "metrics": "--metric", "reference_field": "--reference-field",
+          "prediction_field": "--prediction-field", "dataset": "--dataset", "predictions": "--predictions",
+          "baseline": "--baseline"}
 
 
 def _print_eval(result: Any, title: str) -> None:

@@ -611,6 +611,12 @@ def _input_problems(config: RunConfig, origins: _Origins) -> list[str]:
     return problems
 
 
+def key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """The (1-based) line of each key path in a YAML document (``{("peft", "rank"): 14}``); empty
+    when it does not parse. For error messages of any YAML file a command reads."""
+    return _key_lines(text)[0]
+
+
 def _key_lines(
     text: str,
 ) -> tuple[

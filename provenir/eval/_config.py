@@ -52,7 +52,8 @@ def load_eval_config(path: str | Path) -> EvalConfig:
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such eval config") from exc
     except yaml.YAMLError as exc:
@@ -62,9 +63,20 @@ def load_eval_config(path: str | Path) -> EvalConfig:
     try:
         config = EvalConfig.model_validate(raw)
     except ValidationError as exc:
+        from provenir.core.config import key_lines
+
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ConfigError(f"{path}: field {where}: {first['msg']}") from exc
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc) or "(root)"
+        line = key_lines(text).get(loc[:1])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = f"unknown key; allowed keys: {', '.join(EvalConfig.model_fields)}"
+        elif first["type"] == "missing":
+            message = "required: add it to the file"
+        else:
+            message = f"{message} (got {first.get('input')!r})"
+        raise ConfigError(f"{path}{f':{line}' if line else ''}: {where}: {message}") from None
     base = path.parent
     updates: dict[str, Any] = {}
     for key in ("dataset", "predictions", "baseline"):

@@ -222,7 +222,8 @@ class MultiMetricEvaluator:
             if not isinstance(record, Mapping) or self.reference_field not in record:
                 raise DataError(
                     f"record {index}: no {self.reference_field!r} field to use as the reference; "
-                    "set reference_field= to the field that holds it"
+                    "name the field that holds it (reference_field=, --reference-field, or "
+                    "reference_field: in an eval config)"
                 )
             ref = record[self.reference_field]
             if isinstance(ref, str) or (isinstance(ref, list) and ref and all(isinstance(r, str) for r in ref)):

@@ -59,11 +59,19 @@ def test_eval_errors_are_one_line(files, tmp_path):
     if proc.returncode != 2:  # the module may not be runnable with -m; fall back to the entry point
         proc = subprocess.run(["provenir", "eval", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and "metricz" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"{bad}:3: metricz: unknown key; allowed keys: dataset, predictions, baseline, metrics" in proc.stderr
     runner = CliRunner()
     result = runner.invoke(app, ["eval", "--dataset", str(data)])
     assert result.exit_code != 0
     result = runner.invoke(app, ["eval", "--dataset", str(data), "--predictions", str(preds), "--confidence", "2"])
-    assert result.exit_code != 0 and "confidence" in str(result.exception)
+    assert result.exit_code != 0 and str(result.exception).startswith("--confidence / confidence: ")
+    result = runner.invoke(app, ["eval", "--dataset", str(data), "--predictions", str(preds),
+                                 "--reference-field", "answer"])
+    assert "no 'answer' field" in str(result.exception) and "--reference-field" in str(result.exception)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"dataset: {data}\n")
+    result = runner.invoke(app, ["eval", str(missing)])
+    assert str(result.exception) == f"{missing}: predictions: required: add it to the file"
     short = tmp_path / "short.txt"
     short.write_text("1\n")
     result = runner.invoke(app, ["eval", "--dataset", str(data), "--predictions", str(short)])
