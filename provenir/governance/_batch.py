@@ -33,7 +33,9 @@ class Finding:
 
     Attributes:
         record_index: 0-based index of the record in its dataset (or file, for file scans).
-        field: the field path inside the record, e.g. ``messages[2].content``.
+        field: the field path inside the record, e.g. ``messages[2].content``; a finding in a dict key
+            is ``contacts.<key 0>`` (entry 0 of ``contacts``), and a path through a key that holds a
+            finding says ``<entry N>``: a path never contains a key's text.
         entity_type: ``EMAIL``, ``CREDIT_CARD``, ``AWS_ACCESS_KEY_ID``, …
         kind: ``"pii"`` or ``"secret"``.
         start, end: character span inside that field's string.

@@ -2,9 +2,12 @@
 
 How it stays fast (see STACK-NOTES "Fast scanning in Python"):
 
-* every string leaf of every record in a batch is UTF-8 encoded and joined with ``\\x00`` into one
+* every string leaf of every record in a batch (values and string dict keys, see
+  :mod:`provenir.governance._records`) is joined with ``\\x00``, one UTF-8 chunk per record, into one
   buffer, and one RE2 alternation of named groups (linear time, no backtracking) runs over it;
-  clean text costs one native scan and no Python per leaf;
+  clean text costs one native scan and no Python per leaf (where each leaf starts is worked out
+  only for records with a candidate match), so keys, which repeat in every record, cost a few
+  bytes of that native scan and need no memo or pre-filter;
 * each alternative is a cheap *candidate* pattern; the precise checks (Luhn, mod-97, IIN ranges,
   ``phonenumbers``, ``ipaddress``, SSN areas, JWT structure, entropy, placeholder tests) run in
   Python only on candidates;
@@ -19,10 +22,12 @@ token or an address inside it is still typed precisely.
 from __future__ import annotations
 
 import bisect
-import re
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import add as _add
 from typing import Any
 
 from provenir.governance import _validators as v
@@ -129,13 +134,56 @@ class RecordScan:
     problem: str | None
     hits: list[Hit] = field(default_factory=list)
     _paths: list[str] | None = None
+    _paths_hits: int = -1
 
     @property
     def paths(self) -> list[str]:
-        """Field path of each leaf (built on first use: only records with findings need them)."""
-        if self._paths is None:
-            self._paths = leaf_paths(self.record)
+        """Field path of each leaf (built on first use: only records with findings need them).
+
+        A key that holds a finding (of this scan, or of any type Provenir detects by pattern) is
+        never spelled out: paths through it say ``<entry N>``; key leaves are ``<key N>``.
+        """
+        if self._paths is None or self._paths_hits != len(self.hits):
+            hit_leaves = {hit.leaf for hit in self.hits}
+            self._paths = leaf_paths(self.record, lambda leaf, key: leaf in hit_leaves or key_is_sensitive(key))
+            self._paths_hits = len(self.hits)
         return self._paths
+
+
+_KEY_MEMO: dict[str, bool] = {}
+_KEY_MEMO_SIZE = 8192
+_full_engine: Engine | None = None
+
+
+def key_is_sensitive(key: str) -> bool:
+    """Whether a dict key holds anything the pattern engine finds, of *any* PII or secret type.
+
+    Used for report paths only (records with findings), so a PII-only scan does not print a key that
+    is a token, nor a secrets-only scan a key that is an e-mail address. Memoised per process
+    (bounded): a leaf's findings depend on its own text only (see :meth:`Engine.scan`).
+    """
+    known = _KEY_MEMO.get(key)
+    if known is not None:
+        return known
+    global _full_engine
+    if _full_engine is None:
+        _full_engine = Engine(PII_TYPES, SECRET_TYPES)
+    found = bool(_full_engine.scan([key])[0].hits)
+    if len(_KEY_MEMO) >= _KEY_MEMO_SIZE:
+        _KEY_MEMO.clear()
+    _KEY_MEMO[key] = found
+    return found
+
+
+def _layout(values: list[str], start: int, size: int) -> tuple[list[int], list[int]]:
+    """Where each leaf of one record's chunk starts in the batch buffer, and its length (bytes).
+
+    Built only for records with a candidate match, so a clean record costs no Python per leaf.
+    """
+    lengths = list(map(len, values))
+    if size != sum(lengths) + len(lengths) - 1:  # not all ASCII: characters are not bytes
+        lengths = [len(text.encode("utf-8", "surrogatepass")) for text in values]
+    return list(map(_add, accumulate(lengths, initial=start), range(len(lengths)))), lengths
 
 
 @functools.lru_cache(maxsize=8)
@@ -185,19 +233,24 @@ class Engine:
 
     # -- batch scanning ------------------------------------------------------------------------
     def scan(self, records: Sequence[Any]) -> list[RecordScan]:
-        """Scan a batch; one :class:`RecordScan` per record, in order."""
+        """Scan a batch; one :class:`RecordScan` per record, in order.
+
+        Leaves never influence each other: no candidate pattern matches ``\\x00``, and every handler
+        looks only inside its own leaf's bounds (boundaries, context words), so a leaf's findings
+        depend on its own text (and the engine's options) alone.
+        """
         scans: list[RecordScan] = []
-        chunks: list[bytes] = []
-        owners: list[tuple[int, int]] = []
-        starts: list[int] = []
+        chunks: list[bytes] = []  # one per record with leaves: its leaves joined by \x00, encoded
+        owners: list[int] = []  # the record of each chunk
+        starts: list[int] = []  # where each chunk starts in the buffer
         pos = 0
         for ri, record in enumerate(records):
             values, problem = leaves(record)
             scans.append(RecordScan(record, values, problem))
-            for li, text in enumerate(values):
-                data = text.encode("utf-8", "surrogatepass")
+            if values:
+                data = "\x00".join(values).encode("utf-8", "surrogatepass")
                 chunks.append(data)
-                owners.append((ri, li))
+                owners.append(ri)
                 starts.append(pos)
                 pos += len(data) + 1
         if not chunks or self._regex is None:
@@ -206,6 +259,10 @@ class Engine:
         match = self._regex.Match
         top = self._top
         end = len(buf)
+        chunk_end = -1  # the chunk of the last match: its end, first byte, record, leaf layout
+        chunk_start = ri = 0
+        begins: list[int] = []
+        lengths: list[int] = []
         p = 0
         while p < end:
             spans = match(_UNANCHORED, buf, p, end)
@@ -213,14 +270,19 @@ class Engine:
             if s < 0:
                 break
             name = next(n for gi, n in top if spans[gi][0] >= 0)
-            li = bisect.bisect_right(starts, s) - 1
-            ls = starts[li]
-            le = ls + len(chunks[li])
+            if not chunk_start <= s < chunk_end:  # a match in another record's chunk
+                ci = bisect.bisect_right(starts, s) - 1
+                chunk_start = starts[ci]
+                chunk_end = chunk_start + len(chunks[ci])
+                ri = owners[ci]
+                begins, lengths = _layout(scans[ri].values, chunk_start, len(chunks[ci]))
+            leaf = bisect.bisect_right(begins, s) - 1
+            ls = begins[leaf]
+            le = ls + lengths[leaf]
             if e > le:  # cannot cross a leaf (classes exclude \x00); kept as a guard
                 e = le
             found, resume = self._handlers[name](buf, spans, s, e, ls, le)
             if found:
-                ri, leaf = owners[li]
                 text = scans[ri].values[leaf]
                 ascii_leaf = len(text) == le - ls
                 for etype, kind, bs, be, placeholder in found:

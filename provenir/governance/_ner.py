@@ -15,6 +15,8 @@ from provenir.core.errors import DependencyError
 
 DEFAULT_MODELS = ("en_core_web_lg", "en_core_web_trf", "en_core_web_md", "en_core_web_sm")
 NER_ENTITIES = ("PERSON", "LOCATION")
+MEMO_MAX_CHARS = 64  # texts up to this long have their NER spans memoised (keys, roles, labels)
+MEMO_SIZE = 16384
 NO_ENGINE_NOTE = (
     "PERSON and LOCATION were not scanned: no NER engine is active (install presidio-analyzer and "
     "a spaCy model, e.g. `pip install 'provenir[governance-ner]' && python -m spacy download "
@@ -69,11 +71,28 @@ class PresidioNER:
         self.entities = list(entities)
         self.score_threshold = score_threshold
         self.name = f"presidio-analyzer+spacy:{Path(model).name}"
+        self._memo: dict[str, tuple[tuple[str, int, int], ...]] = {}
 
     def analyze(self, text: str) -> list[tuple[str, int, int]]:
+        """``(entity type, start, end)`` of each PERSON/LOCATION in ``text``.
+
+        Short texts (dict keys, which repeat in every record of a schema, roles, labels) are memoised
+        per process, bounded: the pipeline's answer depends on the text alone, so each distinct key
+        costs one model call, not one per record.
+        """
+        short = len(text) <= MEMO_MAX_CHARS
+        if short:
+            known = self._memo.get(text)
+            if known is not None:
+                return list(known)
         results = self._analyzer.analyze(text=text, language="en", entities=self.entities,
                                          score_threshold=self.score_threshold)
-        return sorted((r.entity_type, r.start, r.end) for r in results)
+        out = sorted((r.entity_type, r.start, r.end) for r in results)
+        if short:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[text] = tuple(out)
+        return out
 
     def __reduce__(self) -> tuple[Any, ...]:  # re-created (not pickled) on Ray workers
         return (_make_ner, (self.model, self.score_threshold, tuple(self.entities)))

@@ -1,8 +1,10 @@
 """PII scanning and masking: e-mail, phone, card, SSN, IBAN, IP, credentials in URLs (+ NER names/places).
 
-Every string anywhere in a record is scanned (nested objects, lists, ``messages[2].content``). Pattern
-types are found by one linear-time RE2 pass per batch and confirmed by validators (Luhn and IIN
-ranges, mod-97, ``phonenumbers``, ``ipaddress``, SSN area/group rules). PERSON and LOCATION need an
+Every string anywhere in a record is scanned (nested objects, lists, ``messages[2].content``), object
+keys included (reported as ``contacts.<key 0>``, never by their text; see
+:mod:`provenir.governance._records`). Pattern types are found by one linear-time RE2 pass per batch
+and confirmed by validators (Luhn and IIN ranges, mod-97, ``phonenumbers``, ``ipaddress``, SSN
+area/group rules). PERSON and LOCATION need an
 NER engine (presidio-analyzer with a spaCy model); when none is active the result says so.
 
 Example:

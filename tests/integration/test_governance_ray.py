@@ -169,3 +169,27 @@ def test_ray_parquet_row_numbers_are_exact_across_row_groups(ray_local, tmp_path
     findings = [json.loads(x) for p in sorted((tmp_path / "f").glob("*.jsonl")) for x in p.read_text().splitlines()]
     assert report.records == 100 and report.pii == {"EMAIL": 15}
     assert sorted(f["line"] for f in findings) == [i + 1 for i in range(0, 100, 7)]
+
+
+@pytest.mark.timeout(300)
+def test_ray_finds_and_masks_keys_like_in_process(ray_local, tmp_path):
+    from provenir.distributed.governance import scan_files
+
+    token = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    rows = [{"headers": {token: True}, "n": i} if i % 2 else {"contacts": {f"u{i}@corp.io": "x", "v@corp.io": "y"}}
+            for i in range(40)]
+    path = tmp_path / "keys.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = scan_files([str(path)], mask_dir=str(tmp_path / "m"), findings_dir=str(tmp_path / "f"), workers=2,
+                        shard_bytes=600)
+    local = scan_files_local([str(path)], mask_dir=str(tmp_path / "local"), mask_mode="placeholder")
+    assert report.secrets == local.secrets == {"GITHUB_TOKEN": 20}
+    assert report.pii == local.pii == {"EMAIL": 40}
+    findings = [json.loads(x) for p in sorted((tmp_path / "f").glob("*.jsonl")) for x in p.read_text().splitlines()]
+    assert sorted({(f["field"], f["entity_type"]) for f in findings}) == [
+        ("contacts.<key 0>", "EMAIL"), ("contacts.<key 1>", "EMAIL"), ("headers.<key 0>", "GITHUB_TOKEN")]
+    assert all(token not in json.dumps(f) and "@corp.io" not in json.dumps(f) for f in findings)
+    masked = [x for p in report.masked_outputs for x in Path(p).read_text().splitlines()]
+    assert masked == [x for p in local.masked_outputs for x in Path(p).read_text().splitlines()]
+    assert json.loads(masked[0]) == {"contacts": {"<EMAIL>": "x", "<EMAIL> #2": "y"}}
+    assert json.loads(masked[1]) == {"headers": {"<GITHUB_TOKEN>": True}, "n": 1}
