@@ -120,13 +120,22 @@ def _redact_string(text: str) -> str:
 
 
 def redact(value: Any, _key: str = "") -> Any:
-    """``value`` with secrets removed: whole values under secret-like keys, recognised secrets in strings."""
+    """``value`` with secrets removed: whole values under secret-like keys, recognised secrets in
+    strings and in dict keys."""
     low = _key.lower()
     if (low and any(word in low for word in _SECRET_KEY_WORDS) and value not in (None, "")
             and not isinstance(value, (dict, list, tuple, bool, int, float))):
         return "[REDACTED]"
     if isinstance(value, dict):
-        return {str(k): redact(v, str(k)) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            name = _redact_string(str(k))  # a secret used as a key is removed too
+            unique, n = name, 1
+            while unique in out:  # two keys redacted alike: keep both entries
+                n += 1
+                unique = f"{name} #{n}"
+            out[unique] = redact(v, str(k))
+        return out
     if isinstance(value, (list, tuple)):
         return [redact(v, _key) for v in value]
     if isinstance(value, str):

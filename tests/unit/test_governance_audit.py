@@ -123,6 +123,17 @@ def test_details_are_redacted(tmp_path):
     assert b"hunter2" not in logger.path.read_bytes() and b"ghp_" not in logger.path.read_bytes()
 
 
+def test_secrets_used_as_keys_are_redacted_and_no_entry_is_lost(tmp_path):
+    logger = AuditLogger(tmp_path)
+    first, second = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "ghp_Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+    logger.log("tokens.seen", "ci", seen={first: "repo-a", second: "repo-b", "plain": "x"})
+    details = logger.read()[0]["details"]
+    assert details["seen"] == {"[REDACTED:GITHUB_TOKEN]": "repo-a", "[REDACTED:GITHUB_TOKEN] #2": "repo-b",
+                               "plain": "x"}
+    assert b"ghp_" not in logger.path.read_bytes()
+    assert logger.verify().ok
+
+
 def test_default_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("PROVENIR_AUDIT_DIR", raising=False)
     monkeypatch.setenv("PROVENIR_STORE", str(tmp_path / "store"))
