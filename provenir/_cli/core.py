@@ -262,13 +262,14 @@ def runs_list(store: Optional[str] = StoreOption, json_out: bool = JsonOption) -
     if json_out:
         print_json(rows)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"runs in {st.runs_dir()}")
     for col in ("run_id", "status", "backend", "timestamp", "parents"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(row["run_id"], row["status"], str(row["backend"]), str(row["timestamp"]),
+        table.add_row(row["run_id"], escape(row["status"]), row["backend"] or "-", row["timestamp"] or "-",
                       ", ".join(row["parents"]) or "-")
     console().print(table)
 
