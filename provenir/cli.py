@@ -7,9 +7,12 @@ ray or transformers is imported).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -45,6 +48,30 @@ def _register_commands() -> None:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"provenir._cli.{info.name}").register(app)
+    groups = [group.typer_instance for group in app.registered_groups if group.typer_instance]
+    for registered in [command for typer_app in (app, *groups) for command in typer_app.registered_commands]:
+        if registered.callback is not None:
+            registered.callback = _stops_cleanly(registered.callback)
+
+
+def _stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose training run Ctrl-C or SIGTERM stopped prints one line and exits 130/143.
+
+    (Typer would turn the ``KeyboardInterrupt`` into a bare exit 130, whatever the signal.)
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from provenir.train._stop import TrainingStopped
+
+        try:
+            return command(*args, **kwargs)
+        except TrainingStopped as stop:
+            from provenir._cli._common import stopped_exit
+
+            raise stopped_exit(stop) from None
+
+    return wrapper
 
 
 _register_commands()
@@ -60,17 +87,21 @@ def _typer_usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: a :class:`ProvenirError` becomes one red line on stderr and exit code 2."""
+    """Entry point: a :class:`ProvenirError` becomes one red line on stderr and exit code 2.
+
+    With ``--json``, stdout carries only the JSON document (see :mod:`provenir._cli._common`).
+    """
     import click
     import typer
     from rich.markup import escape
 
-    from provenir._cli._common import err_console
+    from provenir._cli._common import err_console, json_stdout
     from provenir.core.errors import ProvenirError
 
     try:
         # outside standalone mode click returns a command's exit code instead of exiting
-        rc = app(args=argv, prog_name="provenir", standalone_mode=False)
+        with json_stdout():
+            rc = app(args=argv, prog_name="provenir", standalone_mode=False)
     except ProvenirError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             err_console().print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)

@@ -46,6 +46,8 @@ def prepare_training_data(
 
     gov, cur = config.governance, config.curation
     source = train.source or "training data"
+    if not len(train):
+        raise DataError(f"{source}: the dataset is empty (0 records)")
     report: dict[str, Any] = {"records_in": len(train)}
 
     def log(event: str, **details: Any) -> None:
@@ -114,10 +116,32 @@ def prepare_training_data(
                                          "by_stage": stages}
             log("data.decontamination", **report["decontamination"])
     if not len(train):
-        raise DataError(f"{source}: no records left to train on after governance and curation ({report})")
+        raise DataError(f"{source}: {_all_removed(report)}")
     report["records_out"] = len(train)
     report["sha256"] = train.hash()
     return PreparedData(train, report)
+
+
+def _all_removed(report: dict[str, Any]) -> str:
+    """One line for a training set every record of which a curation stage removed."""
+    reasons, fixes = [], []
+    quality = report.get("quality", {})
+    if quality.get("dropped"):
+        reasons.append(f"{quality['dropped']} below the quality threshold {quality['threshold']}")
+        fixes.append("lower curation.quality_threshold")
+    contamination = report.get("decontamination", {})
+    if contamination.get("dropped"):
+        reasons.append(f"{contamination['dropped']} contaminated: they match the eval set")
+        fixes.append("check data.eval_path or set curation.decontamination: off")
+    count = report["records_in"]
+    line = "no records left to train on: curation removed " + (
+        "the only record" if count == 1 else f"all {count}"
+    )
+    if reasons:
+        line += " (" + ", ".join(reasons) + ")"
+    if fixes:
+        line += "; " + "; ".join(fixes)
+    return line
 
 
 @dataclass
@@ -140,9 +164,15 @@ def run_job(
 ) -> JobResult:
     """Run the configured job end to end and verify the manifest it wrote.
 
+    ``extra`` is passed to the backend's ``train_sft``/``train_dpo``; with ``resume_run_id`` in
+    it the run to continue is checked first (it exists, did not complete, same config and data).
+
     Raises:
-        ConfigError: the config names no training data or an unknown template.
-        DataError: the data is missing, malformed, or cannot be formatted (file and line named).
+        ConfigError: the config names no training data or an unknown template; the run to resume
+            cannot be resumed.
+        DataError: the data is missing, malformed, or cannot be formatted (file and line named);
+            it is empty, or curation removed every record.
+        TrainingStopped: Ctrl-C or SIGTERM stopped training (the run is marked ``stopped``).
     """
     from provenir.train.backends import get_backend
 
@@ -156,6 +186,11 @@ def run_job(
         inputs["eval"] = describe_input(config.data.eval_path)
         evaluation = JsonlDataset.from_jsonl(config.data.eval_path)
     store = store or ArtifactStore(config.store_root)
+    resume_run_id = (extra or {}).get("resume_run_id")
+    if resume_run_id:  # an unknown or finished run: refused before any work or audit entry
+        from provenir.train._resume import check_resumable
+
+        check_resumable(store, resume_run_id, config, inputs["train"]["sha256"])
     audit = None
     if config.governance.audit:
         from provenir.governance.audit import AuditLogger, default_audit_dir
@@ -179,6 +214,11 @@ def run_job(
         if audit is not None:
             audit.log("run.failed", actor="provenir.pipeline", run=config.name,
                       error=f"{type(exc).__name__}: {exc}")
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the backend marked the run stopped
+        if audit is not None:
+            audit.log("run.stopped", actor="provenir.pipeline", run=config.name,
+                      run_id=getattr(exc, "run_id", None), step=getattr(exc, "step", None))
         raise
     verification = verify_run(store, result.manifest.run_id)
     if audit is not None:

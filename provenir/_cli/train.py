@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from provenir._cli._common import JsonOption, StoreOption, console, parse_overrides, print_json
+from provenir._cli._common import JsonOption, StoreOption, console, parse_overrides, print_json, stopped_exit
 
-_REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+#: the demo config that ships with Provenir (in its source tree), what `provenir demo` trains
+BUNDLED_DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
 
 def train(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this stopped run from its latest checkpoint."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue this stopped or failed run (same config and data) under its own run id."
+    ),
     address: Optional[str] = typer.Option(
         None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address for distributed training."
     ),
@@ -27,12 +31,14 @@ def train(
 ) -> None:
     """Train as CONFIG says (SFT or DPO, stub or trl backend); print the manifest and verification.
 
-    Works the same under `ray job submit -- provenir train CONFIG`.
+    Works the same under `ray job submit -- provenir train CONFIG`. Ctrl-C or SIGTERM stops the
+    run (exit 130 or 143) and prints the command that continues it.
     """
     from provenir._cli.core import _print_manifest, _print_verification
     from provenir.core.config import RunConfig
     from provenir.core.store import ArtifactStore
     from provenir.pipeline import run_job
+    from provenir.train._stop import TrainingStopped
 
     cfg = RunConfig.from_yaml(config, overrides=parse_overrides(set_))
     root = store or cfg.store_root
@@ -45,7 +51,11 @@ def train(
         extra["resume_run_id"] = resume
     if address:
         extra["address"] = address
-    result = run_job(cfg, provenance=parent, store=ArtifactStore(root), command=sys.argv, extra=extra)
+    try:
+        result = run_job(cfg, provenance=parent, store=ArtifactStore(root), command=sys.argv, extra=extra)
+    except TrainingStopped as stop:
+        ray = address if cfg.distributed else None
+        raise stopped_exit(stop, _resume_command(config, set_, store, ray, stop.run_id)) from None
     if json_out:
         print_json({"manifest": result.training.manifest.to_dict(), "verification": result.verification.to_dict()})
     else:
@@ -55,24 +65,47 @@ def train(
         raise typer.Exit(1)
 
 
+def _resume_command(
+    config: Path, overrides: list[str], store: str | None, address: str | None, run_id: str
+) -> str:
+    """The exact ``provenir train`` command line that continues ``run_id``."""
+    words = ["provenir", "train", str(config)]
+    for item in overrides:
+        words += ["--set", item]
+    if store:
+        words += ["--store", store]
+    if address:
+        words += ["--address", address]
+    return shlex.join([*words, "--resume", run_id])
+
+
 def demo(
-    config: Optional[Path] = typer.Option(None, "--config", help="Demo config (default: examples/demo.yaml)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config",
+        help="Demo config YAML. Default: the demo config that ships with Provenir (its examples/demo.yaml, "
+        "never one in the current folder).",
+    ),
     store: Optional[str] = StoreOption,
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set max_steps=100."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step progress lines."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Build the tiny model, measure exact match, train with LoRA, measure again, verify the run."""
+    """Build the tiny model, measure exact match, train with LoRA, measure again, verify the run.
+
+    Without --config it always trains the demo that ships with Provenir, wherever it is run from.
+    """
     from provenir._cli._common import store_root
     from provenir._cli.core import _print_manifest, _print_verification
     from provenir.core.config import RunConfig
     from provenir.core.errors import ConfigError
     from provenir.core.store import ArtifactStore
     from provenir.train._demo import run_demo, tiny_model_for_store
+    from provenir.train._stop import TrainingStopped
 
-    path = config or _REPO_EXAMPLES / "demo.yaml"
+    path = config or BUNDLED_DEMO_CONFIG
     if not path.is_file():
-        raise ConfigError(f"{path}: demo config not found; pass --config PATH (see examples/demo.yaml)")
+        where = "the demo config" if config else "the bundled demo config (it ships in Provenir's source tree)"
+        raise ConfigError(f"{path}: {where} not found; pass --config PATH to a demo config")
     root = store_root(store)
     overrides = parse_overrides(set_)
     probe = RunConfig.from_yaml(path, overrides=overrides)
@@ -81,8 +114,12 @@ def demo(
     cfg = RunConfig.from_yaml(path, overrides=overrides)
     out = console()
     if not json_out:
-        out.print(f"[bold]provenir demo[/] · model {cfg.model_name_or_path} · store {root}")
-    result = run_demo(cfg, store=ArtifactStore(root), command=sys.argv, progress=not quiet and not json_out)
+        out.print(f"[bold]provenir demo[/] · config {path} · model {cfg.model_name_or_path} · store {root}")
+    try:
+        result = run_demo(cfg, store=ArtifactStore(root), command=sys.argv, progress=not quiet and not json_out)
+    except TrainingStopped as stop:
+        sets = set_ if probe.model_name_or_path else [*set_, f"model_name_or_path={cfg.model_name_or_path}"]
+        raise stopped_exit(stop, _resume_command(path, sets, root, None, stop.run_id)) from None
     before, after, job = result["before"], result["after"], result["job"]
     if json_out:
         print_json({

@@ -6,7 +6,8 @@ Example:
     'stub'
 """
 
+from provenir.train._stop import TrainingStopped
 from provenir.train.backends import BACKEND_REGISTRY, get_backend
 from provenir.train.tiny import build_tiny_model
 
-__all__ = ["BACKEND_REGISTRY", "build_tiny_model", "get_backend"]
+__all__ = ["BACKEND_REGISTRY", "TrainingStopped", "build_tiny_model", "get_backend"]

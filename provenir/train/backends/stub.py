@@ -5,6 +5,12 @@ writes an artifact and a manifest — and replaces the optimisation with a seede
 "adapter" is ``adapter/stub_adapter.json``, numbers derived from the config hash, the dataset hash
 and the seed, and the reported loss curve is a function of the same. Same inputs, same bytes.
 It never stands in where real training is asked for: use ``backend: trl`` for that.
+
+``resume_run_id`` follows the ``trl`` backend's rules (:mod:`provenir.train._resume`): an unknown
+run, a completed one, or one started with another config or other data is refused before anything
+is written; a stopped or failed run is continued under its own run id with its provenance kept.
+The stub keeps no checkpoints, so continuing starts over from step 0 (``resumed_from_step: 0`` in
+the metrics) and writes the same bytes an uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from provenir.core.run import RunRecorder
 from provenir.core.store import ArtifactStore
 from provenir.data.dataset import JsonlDataset
 from provenir.data.templates import TEMPLATE_REGISTRY
+from provenir.train._resume import check_resumable, resumed_provenance
 
 ADAPTER_FILE = "adapter/stub_adapter.json"
 
@@ -40,17 +47,23 @@ class StubBackend:
         store: ArtifactStore | None,
         command: list[str] | None,
         method: str,
+        resume_run_id: str | None,
     ) -> TrainingResult:
         if len(dataset) == 0:
             raise DataError(f"{dataset.source or 'dataset'}: no records to train on")
         store = store or ArtifactStore(config.store_root)
+        dataset_hash = (inputs or {}).get("train", {}).get("sha256") or dataset.hash()
+        if resume_run_id:
+            previous = check_resumable(store, resume_run_id, config, dataset_hash)
+            provenance = resumed_provenance(previous, provenance)
         recorder = RunRecorder(
             store,
             config,
-            dataset_hash=(inputs or {}).get("train", {}).get("sha256") or dataset.hash(),
+            dataset_hash=dataset_hash,
             inputs=inputs,
             provenance=provenance,
             command=command,
+            run_id=resume_run_id,
         )
         try:
             rng = random.Random(f"{recorder.manifest.config_hash}:{recorder.manifest.dataset_hash}:{config.seed}")
@@ -67,6 +80,8 @@ class StubBackend:
                 "records": len(texts),
                 "tokens_estimate": sum(len(t.split()) for t in texts),
             }
+            if resume_run_id:
+                metrics["resumed_from_step"] = 0  # no checkpoints: a continued stub run starts over
             atomic_write_text(recorder.workdir / "metrics.json", json.dumps({"loss": losses}, indent=1))
             manifest = recorder.finish(metrics)
         except BaseException as exc:
@@ -89,9 +104,13 @@ class StubBackend:
         provenance: list[str] | tuple[str, ...] = (),
         store: ArtifactStore | None = None,
         command: list[str] | None = None,
+        resume_run_id: str | None = None,
         **_: Any,
     ) -> TrainingResult:
-        """Format every record with the configured template, then "train" (see module doc)."""
+        """Format every record with the configured template, then "train" (see module doc).
+
+        ``resume_run_id`` continues a stopped or failed run under its own id (see module doc).
+        """
         template = TEMPLATE_REGISTRY.get(config.data.template)
         dataset = train_dataset.map_fields(config.data.fields)
         texts = []
@@ -102,7 +121,7 @@ class StubBackend:
                 raise DataError(f"{dataset.source or 'dataset'}: record {index + 1}: {exc}") from None
         return self._train(
             config, dataset, texts, inputs=inputs, provenance=provenance, store=store,
-            command=command, method="sft",
+            command=command, method="sft", resume_run_id=resume_run_id,
         )
 
     def train_dpo(
@@ -115,6 +134,7 @@ class StubBackend:
         provenance: list[str] | tuple[str, ...] = (),
         store: ArtifactStore | None = None,
         command: list[str] | None = None,
+        resume_run_id: str | None = None,
         **_: Any,
     ) -> TrainingResult:
         """Check every pair has ``prompt``, ``chosen`` and ``rejected`` strings, then "train"."""
@@ -129,5 +149,5 @@ class StubBackend:
             texts.append(record["prompt"] + record["chosen"])
         return self._train(
             config, preference_dataset, texts, inputs=inputs, provenance=provenance, store=store,
-            command=command, method="dpo",
+            command=command, method="dpo", resume_run_id=resume_run_id,
         )

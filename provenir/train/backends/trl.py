@@ -18,11 +18,16 @@ What one call does:
 With ``deterministic: true`` (the default) every worker seeds Python, NumPy and torch, turns on
 deterministic algorithms, and the trainer seeds the data order (``seed``, ``data_seed``,
 ``full_determinism``, no dataloader workers): the same config, data and seed on the same machine
-give bit-identical adapter files. Checkpoints (``checkpoints/``) carry the optimizer, scheduler,
-trainer state and every rank's RNG state, and resuming skips the batches already seen, so a run
-resumed after a stop ends with the same bytes as one never stopped; the metrics of a run that
-resumed (``--resume``, or a worker group restarted after a failure) name the checkpoint's step as
-``resumed_from_step``.
+give bit-identical adapter files. Checkpoints (``checkpoints/``, the latest
+:data:`CHECKPOINTS_KEPT` of them) carry the optimizer, scheduler, trainer state and every rank's
+RNG state, and resuming skips the batches already seen, so a run resumed after a stop ends with
+the same bytes as one never stopped; the metrics of a run that resumed (``--resume``, or a worker
+group restarted after a failure) name the checkpoint's step as ``resumed_from_step``.
+
+Ctrl-C and SIGTERM (how schedulers and ``ray job stop`` end a job) stop a run the same way: its
+manifest is marked ``stopped`` with its checkpoints kept, and
+:class:`provenir.train.TrainingStopped` (a ``KeyboardInterrupt``) says at which step it
+stopped and from which checkpoint ``--resume`` would continue.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from provenir.core.run import RunRecorder
 from provenir.core.store import ArtifactStore
 from provenir.data.dataset import JsonlDataset
 from provenir.data.templates import TEMPLATE_REGISTRY
+from provenir.train._resume import check_resumable, resumed_provenance
+from provenir.train._stop import TrainingStopped, sigterm_stops_training, signal_name, stop_metrics
 
 if TYPE_CHECKING:
     from provenir.data.templates import PromptTemplate
@@ -52,6 +59,9 @@ if TYPE_CHECKING:
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "train_metrics.json"
+#: checkpoints kept while a run trains (older ones are deleted); the latest is what --resume uses,
+#: the one before it is kept in case the run was stopped while the latest was being written
+CHECKPOINTS_KEPT = 2
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _EVAL_METRICS = ("eval_loss", "eval_mean_token_accuracy", "eval_rewards/accuracies", "eval_rewards/margins")
@@ -91,7 +101,8 @@ class TRLBackend:
             provenance: parent run ids.
             store: the artifact store (default: ``config.store_root``).
             command: the command line recorded in the manifest.
-            resume_run_id: continue this stopped run from its latest checkpoint.
+            resume_run_id: continue this stopped or failed run from its latest checkpoint (same
+                run id, its recorded provenance kept).
             callbacks: extra ``transformers.TrainerCallback`` objects; in-process training only
                 (with a distributed strategy they raise :class:`ConfigError`).
             progress: print one line per logging step to stderr.
@@ -101,6 +112,7 @@ class TRLBackend:
 
         Raises:
             ConfigError, DataError, DependencyError: before any training starts.
+            TrainingStopped: Ctrl-C or SIGTERM stopped the run (marked ``stopped``, checkpoints kept).
         """
         return self._run(
             "sft", config, train_dataset, eval_dataset, inputs=inputs, provenance=provenance,
@@ -161,45 +173,53 @@ class TRLBackend:
         dataset_hash = (inputs or {}).get("train", {}).get("sha256") or prepared["dataset_hash"]
         resume_from: str | None = None
         if resume_run_id:
-            _check_resumable(store, resume_run_id, config, dataset_hash)
+            previous = check_resumable(store, resume_run_id, config, dataset_hash)
+            provenance = resumed_provenance(previous, provenance)
+        distributed = config.distributed is not None and config.distributed.strategy != "none"
+        if resume_run_id and not distributed:
+            local = store.local_run_dir(resume_run_id)
+            resume_from = latest_checkpoint(Path(local) / CHECKPOINT_DIR / "hf") if local is not None else None
+            if resume_from is None:  # refused before the run is touched: it stays as it was
+                raise ConfigError(
+                    f"--resume {resume_run_id}: the run has no checkpoint under "
+                    f"{CHECKPOINT_DIR}/; set training.save_steps so runs can be resumed"
+                )
         recorder = RunRecorder(
             store, config, dataset_hash=dataset_hash, inputs=inputs, provenance=provenance,
             command=command, run_id=resume_run_id,
         )
         workdir = recorder.workdir
-        distributed = config.distributed is not None and config.distributed.strategy != "none"
         hf_output = workdir / CHECKPOINT_DIR / "hf"
-        if resume_run_id and not distributed:
-            resume_from = latest_checkpoint(hf_output)
-            if resume_from is None:
-                recorder.fail(ConfigError("no checkpoint to resume from"))
-                raise ConfigError(
-                    f"--resume {resume_run_id}: the run has no checkpoint under "
-                    f"{CHECKPOINT_DIR}/; set training.save_steps so runs can be resumed"
-                )
         adapter_dir = workdir / ADAPTER_DIR
         loop_config = build_loop_config(
             method, config, prepared, output_dir=str(hf_output), adapter_dir=str(adapter_dir),
             metrics_path=str(workdir / METRICS_FILE), progress=progress, resume_from=resume_from,
         )
         loop_config["init_adapter"] = str(init_adapter) if init_adapter is not None else None
-        try:
-            if distributed:
-                metrics = _launch_distributed(method, config, loop_config, store, recorder, address)
-            else:
-                loop = _sft_worker_loop if method == "sft" else _dpo_worker_loop
-                metrics = _run_in_process(loop, loop_config, callbacks)
-            if not (adapter_dir / "adapter_config.json").exists() and not any(adapter_dir.glob("*.safetensors")):
-                raise ProvenirError(f"training finished but wrote no adapter into {adapter_dir}")
-            if store.is_local:
-                shutil.rmtree(workdir / CHECKPOINT_DIR, ignore_errors=True)  # done: nothing to resume
-            manifest = recorder.finish(metrics)
-        except KeyboardInterrupt:
-            recorder.finish({"error": "stopped by the user"}, status="stopped")
-            raise
-        except BaseException as exc:
-            recorder.fail(exc)
-            raise
+        steps = _StepTracker(loop_config["max_steps"])
+        with sigterm_stops_training():
+            try:
+                if distributed:
+                    metrics = _launch_distributed(method, config, loop_config, store, recorder, address)
+                else:
+                    loop = _sft_worker_loop if method == "sft" else _dpo_worker_loop
+                    metrics = _run_in_process(loop, loop_config, [*(callbacks or []), steps.callback()])
+                if not (adapter_dir / "adapter_config.json").exists() and not any(adapter_dir.glob("*.safetensors")):
+                    raise ProvenirError(f"training finished but wrote no adapter into {adapter_dir}")
+                if store.is_local:
+                    shutil.rmtree(workdir / CHECKPOINT_DIR, ignore_errors=True)  # done: nothing to resume
+                manifest = recorder.finish(metrics)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through sigterm_stops_training
+                # the checkpoints stay: they are what --resume continues from
+                resume_step = _latest_checkpoint_step(workdir / CHECKPOINT_DIR)
+                recorder.finish(stop_metrics(exc, steps.step, resume_step), status="stopped")
+                raise TrainingStopped(
+                    recorder.run_id, signal_name=signal_name(exc), step=steps.step,
+                    max_steps=loop_config["max_steps"], resume_step=resume_step,
+                ) from exc
+            except BaseException as exc:
+                recorder.fail(exc)
+                raise
         return TrainingResult(
             manifest=manifest,
             adapter_path=str(adapter_dir) if store.is_local else store.path(manifest.run_id, ADAPTER_DIR),
@@ -452,6 +472,14 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def _latest_checkpoint_step(checkpoints: Path) -> int | None:
+    """The step of the latest complete checkpoint under a run's ``checkpoints/`` (in process:
+    ``hf/checkpoint-N``; on Ray: ``ray/checkpoint-00000N``), or ``None``."""
+    found = [latest_checkpoint(checkpoints / sub) for sub in ("hf", "ray")]
+    steps = [step for step in (_checkpoint_step(c) for c in found if c) if step is not None]
+    return max(steps) if steps else None
+
+
 def _checkpoint_step(checkpoint: str) -> int | None:
     """The optimizer step a checkpoint folder holds: its ``trainer_state.json``'s ``global_step``,
     else the number in its name (HF's ``checkpoint-4``, Ray's ``checkpoint-000004``)."""
@@ -461,24 +489,6 @@ def _checkpoint_step(checkpoint: str) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         match = _CHECKPOINT.match(folder.name)
         return int(match.group(1)) if match else None
-
-
-def _check_resumable(store: ArtifactStore, run_id: str, config: RunConfig, dataset_hash: str) -> None:
-    from provenir.core.config import config_hash
-
-    manifest = store.load_manifest(run_id)
-    if manifest.status == "completed":
-        raise ConfigError(f"--resume {run_id}: the run already completed; nothing to resume")
-    if manifest.config_hash != config_hash(config):
-        raise ConfigError(
-            f"--resume {run_id}: the config differs from the run's (config_hash "
-            f"{manifest.config_hash[:12]} vs {config_hash(config)[:12]}); resume with the same config"
-        )
-    if manifest.dataset_hash != dataset_hash:
-        raise ConfigError(
-            f"--resume {run_id}: the training data changed since the run started "
-            f"(dataset_hash {manifest.dataset_hash[:12]} vs {dataset_hash[:12]})"
-        )
 
 
 # -- executors --------------------------------------------------------------------------------------
@@ -509,14 +519,16 @@ def _launch_distributed(
     storage = str(recorder.workdir / CHECKPOINT_DIR) if store.is_local else store.path(recorder.run_id, CHECKPOINT_DIR)
     loop = _sft_worker_loop if method == "sft" else _dpo_worker_loop
     progress = bool(loop_config.get("progress"))
-    if progress:
-        connect(address)  # the relay actor needs Ray up; launch() reuses this connection
+    # up before launch() (which reuses the connection): the relay actor needs Ray, and ray.init
+    # installs its own SIGTERM handler, which the stop handler entered below takes over from
+    connect(address)
     # rank 0's progress lines travel through a relay actor: worker stdout never reaches the driver
-    with relay_lines() if progress else nullcontext() as relay:
+    with sigterm_stops_training(), relay_lines() if progress else nullcontext() as relay:
         result = launch(
             loop, {**loop_config, "progress_relay": relay}, num_workers=dist.num_workers,
             use_gpu=loop_config["use_gpu"], storage_path=storage, name="ray",
             max_failures=dist.max_failures, strategy=dist.strategy, address=address,
+            num_to_keep=CHECKPOINTS_KEPT,
         )
     if result.error is not None:
         raise ProvenirError(f"distributed training failed: {result.error}") from (
@@ -688,6 +700,7 @@ def _build_trainer(cfg: dict[str, Any], model: Any, tokenizer: Any, strategy_arg
         # the final checkpoint is what the driver falls back on when workers sit on other nodes
         save_strategy="steps" if cfg["save_steps"] or cfg["strategy"] != "none" else "no",
         save_steps=cfg["save_steps"] or cfg["max_steps"],
+        save_total_limit=CHECKPOINTS_KEPT,
         eval_strategy="no",
         seed=cfg["seed"],
         data_seed=cfg["seed"],
@@ -770,23 +783,62 @@ def _normalise_adapter_config(adapter_dir: Path) -> None:
 
 
 def _progress_callback(relay: Any = None) -> Any:
-    """One line per logging step from rank 0: to stderr, or (on Ray workers) to the driver's relay."""
+    """One line per logging step from rank 0: to stderr, or (on Ray workers) to the driver's relay.
+
+    A run that continues from a checkpoint says so once, then prints only the steps after the
+    checkpoint's: the steps before it were printed by the run that was stopped.
+    """
     from transformers import TrainerCallback
 
+    def emit(line: str) -> None:
+        if relay is not None:
+            relay.put.remote(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     class _Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self.start_step = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            # on_train_begin comes after the checkpoint's trainer state is loaded
+            self.start_step = int(state.global_step)
+            if state.is_world_process_zero and self.start_step:
+                emit(f"continuing after step {self.start_step}/{state.max_steps} (the checkpoint's)")
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return
-            line = (
+            if state.global_step <= self.start_step:
+                return
+            emit(
                 f"step {state.global_step}/{state.max_steps} · loss {logs['loss']:.4f}"
                 f" · lr {logs.get('learning_rate', 0.0):.2e}"
             )
-            if relay is not None:
-                relay.put.remote(line)
-            else:
-                print(line, file=sys.stderr, flush=True)
 
     return _Progress()
+
+
+class _StepTracker:
+    """The last optimizer step completed in process, for the message of a stopped run."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+        self.step: int | None = None
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        tracker = self
+
+        class _Track(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+                tracker.step = int(state.global_step)
+
+            def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                tracker.step = int(state.global_step)
+
+        return _Track()
 
 
 def _observer_callbacks(cfg: dict[str, Any]) -> list[Any]:
