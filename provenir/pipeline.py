@@ -186,6 +186,7 @@ def run_job(
         inputs["eval"] = describe_input(config.data.eval_path)
         evaluation = JsonlDataset.from_jsonl(config.data.eval_path)
     store = store or ArtifactStore(config.store_root)
+    provenance = store.check_parents(provenance)  # a parent not in the store: refused before any work
     resume_run_id = (extra or {}).get("resume_run_id")
     if resume_run_id:  # an unknown or finished run: refused before any work or audit entry
         from provenir.train._resume import check_resumable

@@ -39,6 +39,24 @@ def make_config(tmp_path: Path, train: list[dict], evaluation: list[dict] | None
 CLEAN = [{"instruction": f"What is {i} plus {i}?", "output": str(2 * i)} for i in range(6)]
 
 
+def test_a_parent_not_in_the_store_is_refused_before_any_work(tmp_path, monkeypatch):
+    import provenir.pipeline as pipeline
+    from provenir.core.errors import NotFoundError
+
+    config = make_config(tmp_path, CLEAN)
+    parent = run_job(config).run_id
+    events_before = len(AuditLogger(tmp_path / "audit").read())
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "prepare_training_data",
+                      lambda *a, **k: pytest.fail("data was prepared for a run that cannot be recorded"))
+        with pytest.raises(NotFoundError, match="20260101-000000-gone-abcd1234"):
+            run_job(config, provenance=[parent, "20260101-000000-gone-abcd1234"])
+    assert len(AuditLogger(tmp_path / "audit").read()) == events_before
+    assert ArtifactStore(config.store_root).list_runs() == [parent]
+    child = run_job(config, provenance=[parent, parent])
+    assert child.training.manifest.provenance == [parent]  # a repeated parent is recorded once
+
+
 def test_live_secret_blocks_the_run_before_training(tmp_path):
     train = CLEAN + [{"instruction": "Store this", "output": f"token = {LIVE_GITHUB_TOKEN}"}]
     config = make_config(tmp_path, train)
