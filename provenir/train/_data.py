@@ -124,7 +124,7 @@ def tokenize_sft(
         try:
             text, spans = assistant_spans(template, record)
         except DataError as exc:
-            raise DataError(f"{source}: record {index}: {exc}") from None
+            raise DataError(f"{source}: record {index}: {str(exc).removeprefix('record: ')}") from None
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids: list[int] = list(enc["input_ids"])
         if completion_only_loss and spans:
@@ -185,7 +185,7 @@ def format_dpo(
             prompt, chosen = template.split({**base, "completion": record["chosen"]})
             prompt_r, rejected = template.split({**base, "completion": record["rejected"]})
         except DataError as exc:
-            raise DataError(f"{source}: record {index}: {exc}") from None
+            raise DataError(f"{source}: record {index}: {str(exc).removeprefix('record: ')}") from None
         if prompt != prompt_r:  # pragma: no cover - templates render the same prompt
             raise DataError(f"{source}: record {index}: prompt renders differently per answer")
         out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})

@@ -118,7 +118,7 @@ def test_run_with_bad_data_fails_cleanly(tmp_path, capsys, no_env_store):
     (tmp_path / "train.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"question": "no"}\n')
     code, _, err = cli(capsys, "run", str(cfg))
     assert code == 2
-    assert "record 2: record: no field a template can read" in err
+    assert "record 2: no field a template can read" in err
     (tmp_path / "train.jsonl").write_text('{"instruction": "a"}\n{oops\n')
     code, _, err = cli(capsys, "run", str(cfg))
     assert code == 2 and f"{tmp_path / 'train.jsonl'}:2: invalid JSON" in err

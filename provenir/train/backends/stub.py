@@ -118,7 +118,7 @@ class StubBackend:
             try:
                 texts.append(template.format(record))
             except DataError as exc:
-                raise DataError(f"{dataset.source or 'dataset'}: record {index + 1}: {exc}") from None
+                raise DataError(f"{dataset.source or 'dataset'}: record {index + 1}: {str(exc).removeprefix('record: ')}") from None
         return self._train(
             config, dataset, texts, inputs=inputs, provenance=provenance, store=store,
             command=command, method="sft", resume_run_id=resume_run_id,

@@ -301,7 +301,7 @@ def _format_or_raise(template: PromptTemplate, record: dict[str, Any], source: s
     try:
         return template.format(record)
     except DataError as exc:
-        raise DataError(f"{source or 'dataset'}: record {index}: {exc}") from None
+        raise DataError(f"{source or 'dataset'}: record {index}: {str(exc).removeprefix('record: ')}") from None
 
 
 def resolve_model_path(name_or_path: str | None) -> str:
