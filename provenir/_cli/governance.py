@@ -97,6 +97,9 @@ def _run_scan(data: list[str], *, mask: Optional[str], report: Optional[Path], a
     if mask and overwrite and "://" not in mask and Path(mask).exists():
         import shutil
 
+        from provenir.core.io import check_output_outside_inputs
+
+        check_output_outside_inputs(mask, data, "--mask")  # before anything is removed
         shutil.rmtree(mask)
     with progress_bar() as bar:
         task = bar.add_task("scanning", total=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -16,6 +16,31 @@ def local_path(location: str | Path) -> str | None:
     if text.startswith("file://"):
         return text[len("file://"):]
     return None if "://" in text else text
+
+
+def check_output_outside_inputs(output: str | Path, inputs: Iterable[str | Path], option: str = "--out") -> None:
+    """Refuse an output folder that is an input, lies inside one, or holds one: replacing or
+    filling it would delete or overwrite the data about to be read (local paths only).
+
+    Raises:
+        DataError: naming the option, the output and the input it overlaps.
+    """
+    from provenir.core.errors import DataError
+
+    out_local = local_path(output)
+    if out_local is None:
+        return
+    out = Path(out_local).resolve()
+    for given in inputs:
+        source_local = local_path(given)
+        if source_local is None:
+            continue
+        source = Path(source_local).resolve()
+        if source == out or out in source.parents or source in out.parents:
+            raise DataError(
+                f"{option} {output}: the output folder overlaps the input {given}; choose a folder "
+                "outside the inputs (writing there would delete or overwrite the data being read)"
+            )
 
 
 def _fsync_dir(directory: Path) -> None:

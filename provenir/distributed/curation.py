@@ -71,15 +71,27 @@ def _write_report(out_dir: str, report: dict[str, Any]) -> str:
     return path
 
 
-def _prepare_out(out_dir: str, overwrite: bool) -> None:
+_PREPARED: set[str] = set()  # output folders created by the running pipeline (see _cleans_up)
+
+
+def _prepare_out(out_dir: str, overwrite: bool, inputs: Sequence[str] = ()) -> None:
+    """Create ``out_dir`` (replacing it only with ``overwrite``), after checking that it is neither
+    an input, inside one, nor holding one: replacing it would delete the data about to be read."""
     import shutil
 
+    from provenir.core.io import check_output_outside_inputs
+
+    check_output_outside_inputs(out_dir, inputs)
     path = Path(out_dir)
+    out = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--out {out_dir}: is a file; the output is a folder (part files + report.json)")
     if path.exists():
         if not overwrite:
             raise DataError(f"{out_dir}: output folder already exists; remove it or pass --overwrite")
         shutil.rmtree(path)
     path.mkdir(parents=True)
+    _PREPARED.add(str(out))
 
 
 def actor_cpus(actors: int, cpus_per_actor: float | None = None) -> float:
@@ -99,14 +111,26 @@ def actor_resources(actors: int, cpus_per_actor: float | None = None, gpus_per_a
     and a model that picks CUDA when available runs there).
 
     Raises:
-        ConfigError: a negative count, or more GPUs than the cluster has (Ray would otherwise wait
-            for them forever, with nothing started).
+        ConfigError: a negative count, or more CPUs or GPUs than the cluster has (Ray would
+            otherwise wait for them forever, with nothing started).
     """
     from provenir.core.errors import ConfigError
 
     if gpus_per_actor < 0 or (cpus_per_actor is not None and cpus_per_actor <= 0):
         raise ConfigError("gpus_per_actor must be >= 0 and cpus_per_actor > 0")
     resources = {"num_cpus": actor_cpus(actors, cpus_per_actor)}
+    if cpus_per_actor is not None:
+        import ray
+
+        have_cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        usable = have_cpus - 1.0 if have_cpus >= 2 else have_cpus  # one CPU feeds the pool (reads)
+        need_cpus = actors * cpus_per_actor
+        if need_cpus > usable:
+            raise ConfigError(
+                f"{actors} actor(s) × {cpus_per_actor:g} CPU = {need_cpus:g} CPUs, but the Ray cluster has "
+                f"{have_cpus:g} and one stays free for the read tasks that feed the actors; lower --actors "
+                "or --cpus-per-actor, or add nodes"
+            )
     if gpus_per_actor:
         import ray
 
@@ -133,14 +157,18 @@ def _cleans_up(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         out_dir = Path(bound.arguments["out_dir"])
-        overwrite = bool(bound.arguments.get("overwrite", False))
-        existed = out_dir.exists()
+        key = str(out_dir.resolve())
+        _PREPARED.discard(key)
         try:
             return fn(*args, **kwargs)
         except BaseException:
-            if out_dir.exists() and (overwrite or not existed):
+            # only a folder this call (re)created: a refusal before that (an output overlapping an
+            # input, an existing folder without --overwrite) must leave everything as it was
+            if key in _PREPARED and out_dir.exists():
                 shutil.rmtree(out_dir, ignore_errors=True)
             raise
+        finally:
+            _PREPARED.discard(key)
 
     return wrapper
 
@@ -228,7 +256,7 @@ def run_quality(
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold {threshold}: must be in [0, 1]")
     QualityOp(threshold, scorer_kwargs)  # validate the scorer's arguments before any work
-    _prepare_out(out_dir, overwrite)
+    _prepare_out(out_dir, overwrite, inputs)
     _progress(progress)
     set_preserve_order(True)
     started = time.perf_counter()
@@ -360,7 +388,7 @@ def run_decontaminate(
     checker = SemanticDecontaminationChecker(**kwargs)
     kwargs["semantic"] = checker.semantic
     refs, skipped_eval = load_eval_references(eval_paths)
-    _prepare_out(out_dir, overwrite)
+    _prepare_out(out_dir, overwrite, [*train_inputs, *eval_paths])
     _progress(progress)
     set_preserve_order(True)
     started = time.perf_counter()
@@ -518,7 +546,7 @@ def run_rag_generate(
             record_files.extend(expand_paths([path]))
     if not text_files and not record_files:
         raise DataError(f"{', '.join(docs)}: no documents (.txt, .md, .rst, .jsonl, .parquet) found")
-    _prepare_out(out_dir, overwrite)
+    _prepare_out(out_dir, overwrite, docs)
     _progress(progress)
     set_preserve_order(True)
     started = time.perf_counter()
@@ -668,7 +696,7 @@ def run_flywheel(
     eval_ds = JsonlDataset.from_jsonl(eval_path)
     if not len(eval_ds):
         raise DataError(f"{eval_path}: the eval set is empty")
-    _prepare_out(out_dir, overwrite)
+    _prepare_out(out_dir, overwrite, [*train_inputs, eval_path])
     _progress(progress)
     set_preserve_order(True)
     started = time.perf_counter()

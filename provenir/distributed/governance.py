@@ -219,6 +219,11 @@ def scan_files(
     files = expand_paths(paths)
     if len({f.endswith(".parquet") for f in files}) > 1:
         raise DataError("mix of Parquet and JSONL inputs; scan them separately")
+    from provenir.core.io import check_output_outside_inputs
+
+    for option, folder in (("--mask", mask_dir), ("--report (findings)", findings_dir)):
+        if folder:  # all checked before any existing output is removed
+            check_output_outside_inputs(folder, [*paths, *files], option)
     targets = {}
     for name, folder in (("mask_dir", mask_dir), ("findings_dir", findings_dir)):
         if folder:

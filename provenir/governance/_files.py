@@ -280,6 +280,9 @@ def scan_files_local(
     total = sum(os.path.getsize(f) for f in files if "://" not in f and os.path.exists(f))
     done = 0
     if mask_dir:
+        from provenir.core.io import check_output_outside_inputs
+
+        check_output_outside_inputs(mask_dir, files, "--mask")
         if Path(mask_dir).exists() and any(Path(mask_dir).iterdir()) and not overwrite:
             raise DataError(f"{mask_dir}: output folder exists and is not empty; remove it or pass --overwrite (overwrite=True)")
         Path(mask_dir).mkdir(parents=True, exist_ok=True)

@@ -101,3 +101,13 @@ def test_more_gpus_than_the_cluster_has_fails_before_any_work(tmp_path, ray_loca
         run_flywheel([str(DATA / "train_planted.jsonl")], str(DATA / "eval.jsonl"), str(tmp_path / "f"),
                      gpus_per_actor=1, progress=False)
     assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
+
+
+def test_more_cpus_than_the_cluster_can_give_fails_before_any_work(tmp_path, ray_local):
+    from provenir.core.errors import ConfigError
+    from provenir.distributed.curation import run_decontaminate
+
+    with pytest.raises(ConfigError, match=r"1 actor\(s\) × 8 CPU = 8 CPUs, but the Ray cluster has 2 and one stays free"):
+        run_decontaminate([str(DATA / "train_planted.jsonl")], [str(DATA / "eval.jsonl")], str(tmp_path / "d"),
+                          cpus_per_actor=8, checker_kwargs={"semantic": False}, progress=False)
+    assert not (tmp_path / "d").exists()

@@ -104,6 +104,25 @@ def test_decontaminate_cli_errors(cli, env, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing half-written
 
 
+def test_an_output_overlapping_an_input_is_refused_and_the_input_kept(cli, env, tmp_path):
+    _, train = env
+    folder = tmp_path / "indir"
+    folder.mkdir()
+    shutil.copy(train, folder / "a.jsonl")
+    before = (folder / "a.jsonl").read_bytes()
+    for out in (folder, folder / "sub"):  # the input folder itself, and a folder inside it
+        result = cli("quality", folder, "--out", out, "--overwrite", "--no-progress", expect=2)
+        assert "overlaps the input" in str(result.exception)
+        assert (folder / "a.jsonl").read_bytes() == before and not (folder / "sub").exists()
+    result = cli("decontaminate", train, "--eval", DATA / "eval.jsonl", "--out", train, "--overwrite",
+                 "--no-semantic", "--no-progress", expect=2)
+    assert "overlaps the input" in str(result.exception) and train.is_file()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("keep me")
+    result = cli("quality", train, "--out", plain, "--overwrite", "--no-progress", expect=2)
+    assert "is a file" in str(result.exception) and plain.read_text() == "keep me"
+
+
 def test_rag_generate_cli(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("PROVENIR_AUDIT_DIR", str(tmp_path / "audit"))
     docs = tmp_path / "docs"

@@ -70,6 +70,21 @@ def test_ray_matches_in_process(ray_local, tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_ray_mask_into_the_input_folder_is_refused(ray_local, tmp_path):
+    from provenir.core.errors import DataError
+    from provenir.distributed.governance import scan_files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"text": "mail alice@example.com"}\n')
+    with pytest.raises(DataError, match="overlaps the input"):
+        scan_files([str(folder)], mask_dir=str(folder), overwrite=True)
+    with pytest.raises(DataError, match="overlaps the input"):
+        scan_files([str(folder / "a.jsonl")], mask_dir=str(tmp_path / "ok"), findings_dir=str(folder), overwrite=True)
+    assert (folder / "a.jsonl").read_text() == '{"text": "mail alice@example.com"}\n'
+    assert not (tmp_path / "ok").exists()
+
+
 def test_ray_parquet(ray_local, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

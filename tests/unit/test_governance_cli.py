@@ -85,6 +85,17 @@ def test_audit_verify_expected_head(tmp_path, capsys):
     assert code == 2 and "full 64-character hex" in err
 
 
+def test_mask_into_the_input_folder_is_refused(data, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "train.jsonl").write_bytes(data.read_bytes())
+    before = (folder / "train.jsonl").read_bytes()
+    result = runner.invoke(app, ["scan", str(folder), "--mask", str(folder), "--overwrite",
+                                 "--audit-dir", str(tmp_path / "audit")])
+    assert result.exit_code != 0 and "overlaps the input" in str(result.exception)
+    assert (folder / "train.jsonl").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["train.jsonl"]
+
+
 def test_missing_input_is_one_clear_error(tmp_path):
     from provenir.cli import main
 
