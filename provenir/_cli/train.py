@@ -148,11 +148,14 @@ def demo(
 def tiny_model(
     output_dir: Path = typer.Argument(..., help="Where to write the model directory."),
     seed: int = typer.Option(0, help="Weight-initialisation seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a folder holding another model."),
 ) -> None:
-    """Build the tiny random-init Llama + local BPE tokenizer used by the demo and tests."""
+    """Build the tiny random-init Llama + local BPE tokenizer used by the demo and tests.
+
+    Building again with the same seed into the same folder reuses it (same bytes)."""
     from provenir.train.tiny import build_tiny_model
 
-    path = build_tiny_model(output_dir, seed=seed)
+    path = build_tiny_model(output_dir, seed=seed, replace=overwrite)
     console().print(f"tiny model ready: {path}")
 
 

@@ -197,6 +197,7 @@ def build_tiny_model(
     max_position_embeddings: int = 512,
     extra_corpus: list[str] | None = None,
     markup_tokens: tuple[str, ...] = MARKUP_TOKENS,
+    replace: bool = True,
 ) -> Path:
     """Build (or reuse) a tiny random-init Llama and its tokenizer in ``output_dir``.
 
@@ -209,6 +210,8 @@ def build_tiny_model(
         extra_corpus: more lines to train the tokenizer on.
         markup_tokens: template markup kept as single special tokens (``()``: none, e.g. to
             get a tokenizer that cannot serve the chat templates).
+        replace: replace a non-empty ``output_dir`` that holds something else (another seed or
+            shape, or not a tiny model); with ``False`` that is a :class:`DataError` instead.
 
     Returns:
         ``output_dir`` as a :class:`~pathlib.Path`.
@@ -221,6 +224,13 @@ def build_tiny_model(
     )
     if _existing_build(output_dir, spec):
         return output_dir
+    if not replace and output_dir.is_dir() and any(output_dir.iterdir()):
+        from provenir.core.errors import DataError
+
+        raise DataError(
+            f"{output_dir}: holds another model (or other files); a run that used it could no longer "
+            "be verified. Choose another folder, or pass --overwrite to replace it"
+        )
 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

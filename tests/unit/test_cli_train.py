@@ -203,3 +203,15 @@ def test_demo_help_names_the_bundled_default(capsys):
     assert "default: examples/demo.yaml" not in text.lower()
     assert "Default: the demo config that ships with Provenir (its examples/demo.yaml, never one in the " \
            "current folder)" in text
+
+
+def test_tiny_model_reuses_its_own_build_and_replaces_another_only_with_overwrite(tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    assert cli(capsys, "tiny-model", str(folder), "--seed", "1")[0] == 0
+    weights = (folder / "model.safetensors").read_bytes()
+    assert cli(capsys, "tiny-model", str(folder), "--seed", "1")[0] == 0  # the same build: reused
+    code, _, err = cli(capsys, "tiny-model", str(folder), "--seed", "2")
+    assert code == 2 and "holds another model" in err and "--overwrite" in err
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert cli(capsys, "tiny-model", str(folder), "--seed", "2", "--overwrite")[0] == 0
+    assert (folder / "model.safetensors").read_bytes() != weights
