@@ -217,6 +217,14 @@ def rag_generate(
                             text_field=text_field, overwrite=overwrite, progress=progress)
     _audit(store, "data.rag_generated", inputs=docs, out=out, documents=report["documents"],
            pairs=report["pairs"], generator=report["generator"], judge=report["judge"])
+    if report["documents"] and not report["pairs"]:
+        from provenir._cli._common import err_console
+
+        why = (f"every generated pair scored below --quality-threshold {quality_threshold} with the "
+               f"{report['judge']} judge; lower the threshold or use another judge") if report["judge"] else (
+               "the generator produced no question for any chunk; see the report's skipped reasons")
+        err_console().print(f"[yellow]warning[/]: no training pairs from {report['documents']} document(s): {why}",
+                            soft_wrap=True)
     if json_out:
         print_json(report)
         return

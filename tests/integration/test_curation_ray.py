@@ -151,6 +151,11 @@ def test_rag_generate_cli(cli, tmp_path, monkeypatch):
     assert reasons["short.txt"].startswith("shorter than min_chunk_length")
     assert "not text (int)" in reasons["docs.jsonl:2"]
     assert audit_events(tmp_path) == ["data.rag_generated"]
+    assert "warning" not in result.output
+    strict = cli("rag-generate", docs / "reef.md", "--out", tmp_path / "rag-strict", "--judge", "stub",
+                 "--quality-threshold", "0.99", "--no-progress")
+    assert "no training pairs from 1 document(s): every generated pair scored below --quality-threshold 0.99" in (
+        strict.output.replace("\n", " "))
 
 
 def test_flywheel_cli(cli, tmp_path, monkeypatch):
