@@ -94,17 +94,10 @@ def _run_scan(data: list[str], *, mask: Optional[str], report: Optional[Path], a
     from provenir.governance._files import scan_files_local
 
     findings_path = str(report) + ".findings.jsonl" if report else None
-    if mask and overwrite and "://" not in mask and Path(mask).exists():
-        import shutil
-
-        from provenir.core.io import check_output_outside_inputs
-
-        check_output_outside_inputs(mask, data, "--mask")  # before anything is removed
-        shutil.rmtree(mask)
     with progress_bar() as bar:
         task = bar.add_task("scanning", total=None)
         return scan_files_local(
-            data, mask_dir=mask, findings_path=findings_path,
+            data, mask_dir=mask, findings_path=findings_path, overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total or None),
             **options,
         )

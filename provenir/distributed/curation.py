@@ -118,29 +118,26 @@ def actor_resources(actors: int, cpus_per_actor: float | None = None, gpus_per_a
 
     if gpus_per_actor < 0 or (cpus_per_actor is not None and cpus_per_actor <= 0):
         raise ConfigError("gpus_per_actor must be >= 0 and cpus_per_actor > 0")
+    import ray
+
+    cluster = ray.cluster_resources()
+    checks = [("CPU", cpus_per_actor, "--cpus-per-actor", "nodes"), ("GPU", gpus_per_actor or None,
+                                                                      "--gpus-per-actor", "GPU nodes")]
+    for kind, per_actor, option, more in checks:
+        if per_actor is None:
+            continue
+        have = float(cluster.get(kind, 0.0))
+        # one CPU stays free for the read tasks that feed the actors
+        usable = have - 1.0 if kind == "CPU" and have >= 2 else have
+        need = actors * per_actor
+        if need > usable:
+            spare = " and one stays free for the read tasks that feed the actors" if kind == "CPU" else ""
+            raise ConfigError(
+                f"{actors} actor(s) × {per_actor:g} {kind} = {need:g} {kind}s, but the Ray cluster has "
+                f"{have:g}{spare}; lower --actors or {option}, or add {more}"
+            )
     resources = {"num_cpus": actor_cpus(actors, cpus_per_actor)}
-    if cpus_per_actor is not None:
-        import ray
-
-        have_cpus = float(ray.cluster_resources().get("CPU", 0.0))
-        usable = have_cpus - 1.0 if have_cpus >= 2 else have_cpus  # one CPU feeds the pool (reads)
-        need_cpus = actors * cpus_per_actor
-        if need_cpus > usable:
-            raise ConfigError(
-                f"{actors} actor(s) × {cpus_per_actor:g} CPU = {need_cpus:g} CPUs, but the Ray cluster has "
-                f"{have_cpus:g} and one stays free for the read tasks that feed the actors; lower --actors "
-                "or --cpus-per-actor, or add nodes"
-            )
     if gpus_per_actor:
-        import ray
-
-        have = float(ray.cluster_resources().get("GPU", 0.0))
-        need = actors * gpus_per_actor
-        if need > have:
-            raise ConfigError(
-                f"{actors} actor(s) × {gpus_per_actor:g} GPU = {need:g} GPUs, but the Ray cluster has "
-                f"{have:g}; lower --actors or --gpus-per-actor, or add GPU nodes"
-            )
         resources["num_gpus"] = gpus_per_actor
     return resources
 

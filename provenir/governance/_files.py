@@ -282,9 +282,13 @@ def scan_files_local(
     if mask_dir:
         from provenir.core.io import check_output_outside_inputs
 
-        check_output_outside_inputs(mask_dir, files, "--mask")
-        if Path(mask_dir).exists() and any(Path(mask_dir).iterdir()) and not overwrite:
-            raise DataError(f"{mask_dir}: output folder exists and is not empty; remove it or pass --overwrite (overwrite=True)")
+        check_output_outside_inputs(mask_dir, files, "--mask")  # before anything is removed
+        if Path(mask_dir).exists() and any(Path(mask_dir).iterdir()):
+            if not overwrite:
+                raise DataError(f"{mask_dir}: output folder exists and is not empty; remove it or pass --overwrite (overwrite=True)")
+            import shutil
+
+            shutil.rmtree(mask_dir)  # replaced whole, as on Ray: no stale part from an earlier scan
         Path(mask_dir).mkdir(parents=True, exist_ok=True)
     findings_cm = atomic_open(findings_path, "w", encoding="utf-8") if findings_path else None
     findings_out = findings_cm.__enter__() if findings_cm else None
