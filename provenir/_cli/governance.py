@@ -120,6 +120,9 @@ def scan(
     ner: str = typer.Option("auto", "--ner", help="NER engine for PERSON/LOCATION: auto, presidio, none."),
     region: list[str] = typer.Option(["US"], "--region", help="Phone regions for numbers without +country."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --mask folder."),
+    keep_examples: bool = typer.Option(False, "--keep-examples",
+                                       help="Leave documented example values (test card numbers, AWS's "
+                                            "AKIAIOSFODNN7EXAMPLE; placeholder findings) unmasked."),
     audit_dir: Optional[str] = AuditDirOption,
     json_out: bool = JsonOption,
 ) -> None:
@@ -145,7 +148,7 @@ def scan(
         options: dict[str, Any] = dict(pii=not no_pii, secrets=not no_secrets,
                                        mask_mode=("pseudonym" if pseudonym else "placeholder") if mask else None,
                                        salt=salt_bytes, phone_regions=tuple(region),
-                                       ner=None if ner == "none" else ner)
+                                       ner=None if ner == "none" else ner, keep_examples=keep_examples)
         result = _run_scan(data, mask=mask, report=report, address=address, on_ray=on_ray, workers=workers,
                            overwrite=overwrite, json_out=json_out, options=options)
     except Exception as exc:

@@ -76,7 +76,7 @@ class GovernanceShardActor:
 
     def _scan_shard(self, file: str, start: int, end: int, first_line: int) -> tuple[list[str], list[str], dict]:
         from provenir.distributed.data import _read_range
-        from provenir.governance._files import merge_summary, parse_line
+        from provenir.governance._files import BATCH_BYTES, merge_summary, parse_line
 
         data = _read_range(file, start, end)
         lines = data.split(b"\n")
@@ -97,13 +97,16 @@ class GovernanceShardActor:
             finding_parts.extend(finding_lines)
             rows.clear()
 
+        held = 0
         for offset, raw in enumerate(lines):
             number = first_line + offset
             parsed = parse_line(raw, file, number)
             if parsed is not None:
                 rows.append((file, number, parsed[0], parsed[1]))
-                if len(rows) >= self.batch_size:
+                held += len(raw)
+                if len(rows) >= self.batch_size or held >= BATCH_BYTES:
                     flush()
+                    held = 0
         flush()
         return masked_parts, finding_parts, summary
 
@@ -194,7 +197,7 @@ def scan_files(
     workers: int = 2, batch_size: int = 1024, address: str | None = None, overwrite: bool = False,
     pii: bool = True, secrets: bool = True, mask_mode: str = "placeholder", salt: bytes = b"",
     phone_regions: Sequence[str] = ("US",), ner: str | None = None, ner_model: str | None = None,
-    shard_bytes: int | None = None, progress: Any = None,
+    shard_bytes: int | None = None, progress: Any = None, keep_examples: bool = False,
 ) -> ScanReport:
     """Scan (and, with ``mask_dir``, mask) JSONL/Parquet files on Ray Data.
 
@@ -207,6 +210,7 @@ def scan_files(
         progress: ``progress(bytes_done, bytes_total)``, called on the driver as each JSONL shard
             completes (the CLI draws a rich bar with it).
         overwrite: replace existing output folders.
+        keep_examples: leave documented example values (``placeholder=True`` findings) unmasked.
 
     Returns:
         A :class:`ScanReport` built from per-task summaries (no record reaches the driver).
@@ -235,7 +239,8 @@ def scan_files(
             local = "://" not in folder or folder.startswith("file://")
             targets[name] = (folder, folder.rstrip("/") + f".tmp-{uuid.uuid4().hex[:8]}" if local else folder)
     op_kwargs = dict(pii=pii, secrets=secrets, mask_mode=mask_mode if mask_dir else None, salt=salt,
-                     phone_regions=tuple(phone_regions), ner=ner, ner_model=ner_model)
+                     phone_regions=tuple(phone_regions), ner=ner, ner_model=ner_model,
+                     keep_examples=keep_examples)
     probe = BatchOp(**op_kwargs)  # validates options (and finds the NER engine) before any Ray work
     started = time.perf_counter()
 

@@ -41,7 +41,10 @@ class Finding:
         start, end: character span inside that field's string.
         preview: masked preview (``"john****** (16 chars)"``); never the value.
         value_hash: SHA-256 of the value (to match findings across reports without the value).
-        placeholder: a documented example or obvious stand-in (secrets only), not a live secret.
+        placeholder: a documented example or obvious stand-in, not a live value: AWS's
+            ``AKIAIOSFODNN7EXAMPLE``, ``<your-api-key>``, a card network's published test number, the
+            SSA's advertised SSNs. Still reported (and masked unless ``keep_examples``); a placeholder
+            secret does not count as a live secret.
         source: ``"pattern"`` or ``"ner"``.
         file, line: where the record came from, for file scans.
     """

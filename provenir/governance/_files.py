@@ -1,12 +1,16 @@
 """Scanning files in process: tolerant streaming of JSONL/Parquet, masked output, a report.
 
 Malformed lines (invalid UTF-8 or JSON, not an object, nested too deeply) never stop a scan: they
-are counted and reported with file and line, and copied to the masked output unchanged only when
-``keep_malformed`` (default: dropped, since they could not be checked).
+are counted and reported with file and line, *and* their raw text is still scanned as one string
+(field ``<raw line>``), so a secret in a truncated or mis-encoded line is reported too. They are left
+out of the masked output (they are not records it could hold). JSON strings may hold raw control
+characters (parsed with ``strict=False``). Cost is linear in the input: see docs/governance.md,
+"Bad input".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -22,6 +26,11 @@ from provenir.governance._engine import NER_TYPES, PII, PII_TYPES, SECRET, SECRE
 from provenir.governance._ner import load_ner
 
 MAX_LISTED_ERRORS = 1000
+RAW_FIELD = "<raw line>"
+MAX_LINE_BYTES = 64 << 20  # a longer line is not parsed as JSON: its text is scanned in pieces of this size
+BATCH_BYTES = 32 << 20  # a batch is scanned once it holds this much text (or batch_size rows)
+CONTINUED = "\x00continued"  # error of a long line's later pieces (+ ":<overlap chars>"): scanned, not counted
+_PIECE_OVERLAP = 64 << 10  # each piece repeats the previous piece's tail, so no value is cut in two
 
 
 @dataclass
@@ -92,7 +101,7 @@ class BatchOp:
     def __init__(self, *, pii: bool = True, secrets: bool = True, mask_mode: str | None = None,
                  salt: bytes = b"", phone_regions: Sequence[str] = ("US",), ner: str | None = None,
                  ner_model: str | None = None, pii_types: Sequence[str] | None = None,
-                 secret_types: Sequence[str] | None = None):
+                 secret_types: Sequence[str] | None = None, keep_examples: bool = False):
         pii_types = tuple(pii_types or (PII_TYPES + NER_TYPES)) if pii else ()
         secret_types = tuple(secret_types or SECRET_TYPES) if secrets else ()
         self.engine = Engine(pii_types=[t for t in pii_types if t in PII_TYPES], secret_types=secret_types,
@@ -100,6 +109,7 @@ class BatchOp:
         self.ner_types = frozenset(t for t in pii_types if t in NER_TYPES)
         self.ner, self.ner_note = load_ner(ner if self.ner_types else None, ner_model)
         self.mask_mode = mask_mode
+        self.keep_examples = keep_examples
         self.salt = salt
         self.kinds = frozenset(k for k, on in ((PII, pii), (SECRET, secrets)) if on)
 
@@ -114,23 +124,31 @@ class BatchOp:
         summary = new_summary()
         records: list[Any] = []
         where: list[int] = []
+        raw: set[int] = set()  # rows scanned as their raw text: not JSON objects
+        skip: dict[int, int] = {}  # long-line pieces: characters repeated from the piece before
         masked: list[str | None] = [None] * len(texts)
         for i, (text, error) in enumerate(zip(texts, errors)):
-            summary["records"] += 1
-            if error is not None or text is None:
+            if error is not None and error.startswith(CONTINUED):
+                skip[i] = int(error.rsplit(":", 1)[1])  # a later piece of a long line: counted with its first
+            elif error is not None or text is None:
+                summary["records"] += 1
                 summary["malformed"] += 1
                 summary["errors"].append({"file": files[i], "line": int(lines[i]),
                                           "message": error or "empty row"})
-                continue
-            try:
-                records.append(json.loads(text))
-            except json.JSONDecodeError as exc:
-                self._error(summary, files[i], lines[i], f"invalid JSON at column {exc.colno}: {exc.msg}")
-                continue
-            except (ValueError, RecursionError):
-                self._error(summary, files[i], lines[i], "JSON nested too deeply or not valid")
-                continue
-            where.append(i)
+            else:
+                summary["records"] += 1
+                try:
+                    records.append(json.loads(text, strict=False))
+                    where.append(i)
+                    continue
+                except json.JSONDecodeError as exc:
+                    self._error(summary, files[i], lines[i], f"invalid JSON at column {exc.colno}: {exc.msg}")
+                except (ValueError, RecursionError):
+                    self._error(summary, files[i], lines[i], "JSON nested too deeply or not valid")
+            if text:  # malformed: still scanned, as one string
+                records.append(text)
+                where.append(i)
+                raw.add(i)
         finding_lines: list[str] = []
         scans = scan_batch(records, self.engine, self.ner, self.ner_types)
         for i, scan in zip(where, scans):
@@ -140,20 +158,36 @@ class BatchOp:
                 summary["errors"].append({"file": file, "line": line, "message": f"{file}:{line}: {scan.problem}"})
             if scan.hits:
                 found = findings_of(scan, line - 1, file=file, line=line)
+                if i in raw:
+                    found = [dataclasses.replace(f, field=RAW_FIELD) for f in found
+                             if f.end > skip.get(i, -1)]  # one wholly inside the overlap was reported already
                 pii = sec = False
                 for f in found:
                     bucket = "placeholders" if f.placeholder else ("pii" if f.kind == PII else "secrets")
                     summary[bucket][f.entity_type] = summary[bucket].get(f.entity_type, 0) + 1
                     pii |= f.kind == PII
                     sec |= f.kind == SECRET and not f.placeholder
-                    finding_lines.append(json.dumps(f.to_dict(), ensure_ascii=False))
-                summary["records_with_pii"] += pii
-                summary["records_with_secrets"] += sec
-            if self.mask_mode:
-                record = mask_scan(scan, mode=self.mask_mode, salt=self.salt, kinds=self.kinds) \
+                    finding_lines.append(_dumps(f.to_dict()))
+                if i not in skip:  # a long line's later pieces belong to the record of its first
+                    summary["records_with_pii"] += pii
+                    summary["records_with_secrets"] += sec
+            if self.mask_mode and i not in raw:
+                record = mask_scan(scan, mode=self.mask_mode, salt=self.salt, kinds=self.kinds,
+                                   include_placeholders=not self.keep_examples) \
                     if scan.hits else scan.record
-                masked[i] = texts[i] if record is scan.record else json.dumps(record, ensure_ascii=False)
+                masked[i] = texts[i] if record is scan.record else _dumps(record)
         return masked, finding_lines, summary
+
+
+def _dumps(value: Any) -> str:
+    """JSON text that is valid UTF-8: non-ASCII kept as is, unless the value holds a lone surrogate
+    (``"\\ud800"`` in the input), which only the escaped form can carry."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 # -- reading files in process --------------------------------------------------------------------
@@ -169,7 +203,8 @@ def _open(path: str) -> IO[bytes]:
 
 
 def parse_line(raw: bytes, file: str, line: int) -> tuple[str | None, str | None] | None:
-    """``(json text, None)``, ``(None, error)``, or ``None`` for a blank line. Never raises."""
+    """``(json text, None)``, ``(raw text, error)`` for a line that is not a JSON object (its text,
+    bad bytes replaced, is still scanned), or ``None`` for a blank line. Never raises."""
     if raw.endswith(b"\n"):
         raw = raw[:-1]
     if raw.endswith(b"\r"):
@@ -178,12 +213,12 @@ def parse_line(raw: bytes, file: str, line: int) -> tuple[str | None, str | None
         raw = raw[3:]
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"{file}:{line}: invalid UTF-8 at byte {exc.start + 1}"
+    except UnicodeDecodeError as exc:  # the text (bad bytes replaced) is still scanned as a raw line
+        return raw.decode("utf-8", "replace"), f"{file}:{line}: invalid UTF-8 at byte {exc.start + 1}"
     if not text.strip():
         return None
     if not text.lstrip().startswith("{"):
-        return None, f"{file}:{line}: expected a JSON object"
+        return text, f"{file}:{line}: expected a JSON object"
     return text, None
 
 
@@ -204,10 +239,40 @@ def iter_rows(path: str) -> Iterator[tuple[str, int, str | None, str | None]]:
                 yield path, number, json.dumps(row, ensure_ascii=False, default=str), None
         return
     with _open(path) as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while True:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                yield from _long_line(handle, raw, path, number)
+                continue
             parsed = parse_line(raw, path, number)
             if parsed is not None:
                 yield path, number, parsed[0], parsed[1]
+
+
+def _long_line(handle: IO[bytes], first: bytes, path: str,
+               number: int) -> Iterator[tuple[str, int, str | None, str | None]]:
+    """A line longer than :data:`MAX_LINE_BYTES`: reported once, its text scanned in pieces (each
+    repeating the last 64 KiB of the one before), so memory stays bounded and nothing goes unscanned."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    error: str | None = (f"{path}:{number}: line longer than {MAX_LINE_BYTES >> 20} MiB; not parsed as JSON, "
+                         f"its text is scanned in {MAX_LINE_BYTES >> 20} MiB pieces")
+    tail = ""
+    chunk = first
+    while chunk:
+        ends = chunk.endswith(b"\n")
+        text = decoder.decode(chunk.rstrip(b"\r\n") if ends else chunk, final=ends)
+        yield path, number, tail + text, error
+        tail = (tail + text)[-_PIECE_OVERLAP:]
+        error = f"{CONTINUED}:{len(tail)}"
+        if ends:
+            return
+        chunk = handle.readline(MAX_LINE_BYTES)
 
 
 def expand_inputs(paths: Iterable[str]) -> list[str]:
@@ -216,7 +281,7 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
     for path in paths:
         path = str(path)
         if "://" in path and not path.startswith("file://"):
-            from provenir.distributed.data import expand_paths  # fsspec: folders and globs of any store
+            from provenir.core.paths import expand_paths  # fsspec: folders and globs of any store
 
             out.extend(expand_paths([path]))
             continue
@@ -302,12 +367,14 @@ def scan_files_local(
                 batch: list[tuple[str, int, str | None, str | None]] = []
                 size = os.path.getsize(file) if "://" not in file and os.path.exists(file) else 0
                 consumed = 0
+                held = 0
                 for row in iter_rows(file):
                     batch.append(row)
                     consumed += len(row[2] or "") + 1
-                    if len(batch) >= batch_size:
+                    held += len(row[2] or "")
+                    if len(batch) >= batch_size or held >= BATCH_BYTES:
                         _flush(op, batch, report, out, findings_out)
-                        batch = []
+                        batch, held = [], 0
                         if progress and size:
                             progress(done + min(consumed, size), total)
                 _flush(op, batch, report, out, findings_out)

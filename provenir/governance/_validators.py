@@ -6,9 +6,11 @@ Cheap pure functions; nothing here is called for text the prefilter found clean.
 from __future__ import annotations
 
 import base64
+import re
 import functools
 import ipaddress
 import math
+import zlib
 from collections import Counter
 
 # ISO 13616 IBAN lengths by country (SWIFT IBAN registry).
@@ -38,40 +40,166 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def card_brand(digits: str) -> str | None:
-    """The card network whose IIN range and length ``digits`` fits, else ``None``."""
+# Card networks by IIN range and length, from the networks' published ranges as collected in
+# ISO/IEC 7812 registrations (Visa, Mastercard 2-series, Amex, Discover Global Network incl. Diners
+# and RuPay/UnionPay acceptance, JCB, Mir (NSPK), RuPay (NPCI), Dankort (Nets), UATP, Verve, Troy).
+# (first IIN, last IIN, prefix length, lengths, Luhn used); first match wins, so narrow ranges first.
+_CARD_RANGES: tuple[tuple[str, int, int, int, tuple[int, ...], bool], ...] = (
+    ("dankort", 5019, 5019, 4, (16,), True),
+    ("visa_dankort", 4571, 4571, 4, (16,), True),
+    ("mir", 2200, 2204, 4, (16, 17, 18, 19), True),
+    ("borica", 2205, 2205, 4, (16,), True),
+    ("verve", 506099, 506198, 6, (16, 18, 19), True),
+    ("verve", 650002, 650027, 6, (16, 18, 19), True),
+    ("verve", 507865, 507964, 6, (16, 18, 19), True),
+    ("rupay", 508, 508, 3, (16,), True),
+    ("rupay", 353, 353, 3, (16,), True),
+    ("rupay", 356, 356, 3, (16,), True),
+    ("rupay", 60, 60, 2, (16,), True),
+    ("rupay", 81, 82, 2, (16,), True),
+    ("troy", 9792, 9792, 4, (16,), True),
+    ("lankapay", 357111, 357111, 6, (16,), True),
+    ("discover", 622126, 622925, 6, (16, 17, 18, 19), True),
+    ("discover", 6011, 6011, 4, (16, 17, 18, 19), True),
+    ("discover", 644, 649, 3, (16, 17, 18, 19), True),
+    ("discover", 65, 65, 2, (16, 17, 18, 19), True),
+    ("unionpay", 62, 62, 2, (16, 17, 18, 19), False),
+    ("unionpay", 8100, 8171, 4, (16, 17, 18, 19), True),
+    ("visa", 4, 4, 1, (13, 16, 19), True),
+    ("mastercard", 51, 55, 2, (16,), True),
+    ("mastercard", 2221, 2720, 4, (16,), True),
+    ("amex", 34, 34, 2, (15,), True),
+    ("amex", 37, 37, 2, (15,), True),
+    ("jcb", 3528, 3589, 4, (16, 17, 18, 19), True),
+    ("diners", 300, 305, 3, (14, 15, 16, 17, 18, 19), True),
+    ("diners", 3095, 3095, 4, (14, 15, 16, 17, 18, 19), True),
+    ("diners", 36, 36, 2, (14, 15, 16, 17, 18, 19), True),
+    ("diners", 38, 39, 2, (14, 16, 17, 18, 19), True),
+    ("interpayment", 636, 636, 3, (16, 17, 18, 19), True),
+    ("instapayment", 637, 639, 3, (16,), True),
+    ("maestro", 5018, 5018, 4, tuple(range(12, 20)), True),
+    ("maestro", 5020, 5020, 4, tuple(range(12, 20)), True),
+    ("maestro", 5038, 5038, 4, tuple(range(12, 20)), True),
+    ("maestro", 5893, 5893, 4, tuple(range(12, 20)), True),
+    ("maestro", 6304, 6304, 4, tuple(range(12, 20)), True),
+    ("maestro", 6759, 6759, 4, tuple(range(12, 20)), True),
+    ("maestro", 6761, 6763, 4, tuple(range(12, 20)), True),
+    ("maestro", 50, 50, 2, tuple(range(12, 20)), True),
+    ("maestro", 56, 59, 2, tuple(range(12, 20)), True),
+    ("maestro", 60, 69, 2, tuple(range(12, 20)), True),
+    ("uatp", 1, 1, 1, (15,), True),
+)
+
+
+_CARD_BY_FIRST_DIGIT: dict[str, tuple[tuple[str, int, int, int, tuple[int, ...], bool], ...]] = {
+    first: tuple(r for r in _CARD_RANGES if str(r[1])[0] == first) for first in "0123456789"
+}
+assert all(str(r[1])[0] == str(r[2])[0] for r in _CARD_RANGES)  # a range never spans two first digits
+
+
+def card_network(digits: str) -> tuple[str, bool] | None:
+    """``(network, uses_luhn)`` for the first network whose IIN range and length ``digits`` fits."""
     n = len(digits)
-    p2, p3, p4, p6 = int(digits[:2]), int(digits[:3]), int(digits[:4]), int(digits[:6])
-    if digits[0] == "4" and n in (13, 16, 19):
-        return "visa"
-    if (51 <= p2 <= 55 or 2221 <= p4 <= 2720) and n == 16:
-        return "mastercard"
-    if p2 in (34, 37) and n == 15:
-        return "amex"
-    if (p4 == 6011 or p2 == 65 or 644 <= p3 <= 649 or 622126 <= p6 <= 622925) and 16 <= n <= 19:
-        return "discover"
-    if 3528 <= p4 <= 3589 and 16 <= n <= 19:
-        return "jcb"
-    if (300 <= p3 <= 305 or p2 in (36, 38, 39) or p4 == 3095) and 14 <= n <= 19:
-        return "diners"
-    if p2 == 62 and 16 <= n <= 19:
-        return "unionpay"
-    if p4 in (5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763) and 12 <= n <= 19:
-        return "maestro"
+    for name, low, high, width, lengths, luhn in _CARD_BY_FIRST_DIGIT[digits[0]]:
+        if n in lengths and low <= int(digits[:width]) <= high:
+            return name, luhn
     return None
 
 
-_SSN_ADVERTISING = {"078051120", "219099999", "123456789", "457555462"}
+def card_brand(digits: str) -> str | None:
+    """The card network whose IIN range and length ``digits`` fits, else ``None``."""
+    found = card_network(digits)
+    return found[0] if found else None
+
+
+def card_ok(digits: str) -> bool:
+    """A number some network issues: IIN range and length, and Luhn where that network uses it."""
+    found = card_network(digits)
+    if found is None:
+        return False
+    return luhn_ok(digits) or not found[1]
+
+
+# Published test card numbers (Stripe, Braintree/PayPal, Adyen, Worldpay and the networks' own test
+# ranges): reported as placeholders, never silently dropped.
+TEST_CARD_NUMBERS = frozenset({
+    "4111111111111111", "4012888888881881", "4222222222222", "4242424242424242", "4000056655665556",
+    "4000000000000002", "4000000000009995", "4000000000000077", "4000000000003220", "4000002500003155",
+    "4000000000000069", "4000000000000127", "4000000000000119", "4000000000000341", "4012000033330026",
+    "4035501000000008", "4003600000000014", "4917610000000000", "4444333322221111", "4462030000000000",
+    "4917300800000000", "4484070000000000", "4001919257537193", "4007702835532454", "4263982640269299",
+    "4000000000001000", "4000000000001091", "4000000000003063",
+    "5555555555554444", "5105105105105100", "5200828282828210", "2223003122003222", "5454545454545454",
+    "2223000048400011", "5431111111111111", "5500000000000004", "5185540000000019", "2221000000000009",
+    "5577000055770004", "5100290029002909", "5425233430109903", "2222400070000005",
+    "378282246310005", "371449635398431", "378734493671000", "340000000000009", "370000000000002",
+    "371111111111114", "343434343434343",
+    "6011111111111117", "6011000990139424", "6011000400000000", "6011601160116611", "6445644564456445",
+    "6011000000000004",
+    "3530111333300000", "3566002020360505", "3566111111111113", "3569990010095841", "3528000700000000",
+    "30569309025904", "38520000023237", "36227206271667", "36006666333344", "30000000000004",
+    "36148900647913", "3056930009020004", "36259600000004",
+    "6200000000000005", "6205500000000000004", "6250941006528599", "6243030000000001",
+    "6212345678901265", "6221558812340000", "6250946000000016",
+    "5019717010103742", "5019555544445555", "4571000000000001",
+    "6759649826438453", "6304000000000000", "6799990100000000019", "5018000000000009",
+    "6771798021000008", "5000550000000029", "6759000000000000005",
+    "2200000000000004", "2201382000000013", "2200770212727079",
+    "6070000000000000", "6521111111111117", "6074000000000000", "6522111111111111",
+    "135410014004955", "122000000000003",
+})
+
+
+def card_is_test_number(digits: str) -> bool:
+    """A published test number, or an obviously synthetic one (``4111…1``, ``4242…``, ``5105105…``)."""
+    if digits in TEST_CARD_NUMBERS:
+        return True
+    body = digits[:-1]
+    if len(set(body[1:])) <= 1:
+        return True
+    return any(all(body[i] == body[i + p] for i in range(len(body) - p)) for p in (2, 3, 4))
+
+
+# SSNs the SSA says were used in advertising or are otherwise published examples (reported as
+# placeholders): the Woolworth wallet card 078-05-1120, 219-09-9999 (SSA pamphlet), 457-55-5462
+# (LifeLock's advertised number), 123-45-6789 (the common example).
+SSN_EXAMPLES = frozenset({"078051120", "219099999", "457555462", "123456789"})
 
 
 def ssn_ok(digits: str) -> bool:
-    """US SSN structure: area not 000/666/9xx, group not 00, serial not 0000, not a known sample."""
-    if len(digits) != 9 or digits in _SSN_ADVERTISING:
+    """US SSN structure (SSA rules): area not 000/666/9xx, group not 00, serial not 0000."""
+    if len(digits) != 9:
         return False
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
         return False
     return len(set(digits)) > 1
+
+
+def isbn13_ok(digits: str) -> bool:
+    """ISBN-13 check digit (ISO 2108): weights 1, 3, 1, 3, … over all 13 digits sum to 0 mod 10."""
+    return sum((ord(ch) - 48) * (3 if i & 1 else 1) for i, ch in enumerate(digits)) % 10 == 0
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def base62_crc32_ok(token: str) -> bool:
+    """GitHub's and npm's checksum: the last 6 characters are the base62 CRC32 of the 30 before them.
+
+    https://github.blog/2021-04-05-behind-githubs-new-authentication-token-formats/ and
+    https://github.blog/2021-09-23-announcing-npms-new-access-token-format/ (token = prefix_ +
+    30 random base62 characters + 6-character base62 CRC32 of those 30, zero-padded).
+    """
+    body = token[token.index("_") + 1:]
+    if len(body) != 36:
+        return False
+    value = zlib.crc32(body[:30].encode("ascii", "replace"))
+    digits = []
+    while value:
+        value, rest = divmod(value, 62)
+        digits.append(_BASE62[rest])
+    return "".join(reversed(digits)).rjust(6, "0") == body[30:]
 
 
 def iban_valid_length(compact: str) -> int:
@@ -174,6 +302,11 @@ def is_placeholder(value: str) -> bool:
 
 
 _REFERENCE_STARTS = ("$", "%", "@", "&", "*")
+_SIGIL_REFERENCE = re.compile(
+    r"[$%@&*][A-Za-z_][A-Za-z0-9_.:\-]*%?"           # $VAR, %VAR%, @var, &anchor, *alias, $env:NAME
+    r"|\$\{.*\}|\$\(.*\)"                          # ${VAR:-x}, $(command)
+    r"|%(?:\([A-Za-z_]\w*\))?[-#0 +]*\d*(?:\.\d+)?[sdifrxX]"  # printf-style %s, %(name)s
+    r"|[*]+", re.S)
 
 
 def is_reference(value: str) -> bool:
@@ -182,7 +315,9 @@ def is_reference(value: str) -> bool:
     v = value.strip("\"'`")
     if not v:
         return True
-    if v[0] in _REFERENCE_STARTS or (v[0] == "<" and v[-1] == ">") or (v[0] == "[" and v[-1] == "]"):
+    if v[0] in _REFERENCE_STARTS and _SIGIL_REFERENCE.fullmatch(v):
+        return True  # $VAR, ${VAR}, $(cmd), %s, %(name)s, %VAR%, @var, *alias — not "%FZng**aY2pfg!M"
+    if (v[0] == "<" and v[-1] == ">") or (v[0] == "[" and v[-1] == "]"):
         return True
     if "{{" in v or "${" in v or "(" in v or "env[" in v or "environ" in v:
         return True

@@ -156,12 +156,16 @@ class PIIMasker:
             per masker (consistent within one masker, not across runs).
         entities: PII types to mask (default: all).
         mask_secrets: also mask what :class:`~provenir.governance.scanners.SecretScanner` finds.
+        keep_examples: leave documented example values as they are (published test card numbers
+            such as ``4111 1111 1111 1111``, the SSA's advertised SSNs, AWS's ``AKIAIOSFODNN7EXAMPLE``,
+            ``<your-api-key>`` stand-ins): findings with ``placeholder=True``. Default ``False``: they
+            look like the real thing, so they are masked like it.
         ner, ner_model, phone_regions: as for :class:`PIIScanner`.
     """
 
     def __init__(self, mode: str = "placeholder", *, salt: bytes | str | None = None,
                  entities: Sequence[str] | None = None, mask_secrets: bool = True,
-                 ner: str | None = "auto", ner_model: str | None = None,
+                 keep_examples: bool = False, ner: str | None = "auto", ner_model: str | None = None,
                  phone_regions: Sequence[str] = ("US",), batch_size: int = BATCH_SIZE):
         if mode not in ("placeholder", "pseudonym"):
             raise ConfigError(f"PIIMasker(mode={mode!r}): expected 'placeholder' or 'pseudonym'")
@@ -171,6 +175,7 @@ class PIIMasker:
         self.salt = salt.encode() if isinstance(salt, str) else bytes(salt)
         self.entities = _check_types(entities, PII_ENTITY_TYPES, "PIIMasker(entities=...)")
         self.mask_secrets = mask_secrets
+        self.keep_examples = keep_examples
         self.engine = Engine(pii_types=[e for e in self.entities if e in PII_TYPES],
                              secret_types=SECRET_TYPES if mask_secrets else (), phone_regions=phone_regions)
         wants_ner = any(e in NER_TYPES for e in self.entities)
@@ -187,7 +192,8 @@ class PIIMasker:
         masked = 0
         for offset in range(0, len(records), self.batch_size):
             for scan in scan_batch(records[offset:offset + self.batch_size], self.engine, self.ner, ner_types):
-                masked += len(scan.hits)
-                out.append(mask_scan(scan, mode=self.mode, salt=self.salt, kinds=kinds))
+                masked += sum(1 for h in scan.hits if not (self.keep_examples and h.placeholder))
+                out.append(mask_scan(scan, mode=self.mode, salt=self.salt, kinds=kinds,
+                                     include_placeholders=not self.keep_examples))
         self.last_masked_count = masked
         return JsonlDataset(out, source=getattr(dataset, "source", None))

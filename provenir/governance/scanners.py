@@ -1,10 +1,17 @@
 """Secret scanning: cloud and vendor keys, tokens, private keys, credentials in URLs, passwords.
 
-Detected: AWS access key ids and secret keys, GitHub tokens (classic and fine-grained), Slack tokens
-and webhooks, Stripe keys, Google API keys, OpenAI and Anthropic keys, JWTs, PEM private keys,
-credentials in URLs, password assignments, and high-entropy values in secret-like contexts
-(``api_key=…``, ``Authorization: Bearer …``). detect-secrets' own checks are used where they serve
-(JWT structure, sequential/templated/UUID heuristics); the candidates come from one RE2 pass.
+Detected (54 types, see :data:`SECRET_TYPES` and docs/governance.md, "Secret types"): cloud keys
+(AWS, GCP, Azure), source-hosting and CI tokens (GitHub with its CRC32 checksum, GitLab, Bitbucket,
+Atlassian), chat and payment tokens and webhooks (Slack, Discord, Telegram, Stripe, Square, Braintree,
+Shopify), mail and messaging (Twilio, SendGrid, Mailgun, Mailchimp), package registries (npm, PyPI,
+RubyGems, Docker Hub), AI providers (Hugging Face, OpenAI, Anthropic, Cohere, Groq, Replicate),
+observability and SaaS keys (Databricks, Datadog, New Relic, Sentry, Okta, Linear, Notion, Heroku,
+DigitalOcean, Cloudflare, Vault, Doppler), JWTs, private keys of every PEM kind, credentials in URLs,
+Kubernetes ``Secret`` data, password assignments (code, ``.env``, YAML, JSON, ``.netrc``, ``.pypirc``,
+``.npmrc``), and high-entropy values in secret-like contexts (``api_key=…``, ``Authorization: Bearer
+…``). Provider tokens without a prefix of their own count under a key that names the provider
+(``DD_API_KEY=…``). detect-secrets' own checks are used where they serve (JWT structure,
+sequential/templated/UUID heuristics); the candidates come from one RE2 pass.
 
 Documented example keys (AWS's ``AKIAIOSFODNN7EXAMPLE``, Stripe's docs key, jwt.io's token, values
 with ``EXAMPLE``/``xxxx``/``your_key``) are reported with ``placeholder=True`` and do not count as

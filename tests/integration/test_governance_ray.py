@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,18 @@ from provenir.governance._files import scan_files_local
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _github_token(body: str) -> str:
+    """ghp_ + 30 characters + their base62 CRC32 (GitHub's documented token format, 2021)."""
+    value, checksum = zlib.crc32(body.encode()), ""
+    while value:
+        value, rest = divmod(value, 62)
+        checksum = _BASE62[rest] + checksum
+    return "ghp_" + body + checksum.rjust(6, "0")
+
+
 def _write(path: Path, n: int) -> list[dict]:
     rows = []
     for i in range(n):
@@ -19,7 +32,7 @@ def _write(path: Path, n: int) -> list[dict]:
             rows.append({"instruction": f"row {i} mail u{i}@corp.io", "output": "fine"})
         elif i % 3 == 1:
             rows.append({"messages": [{"role": "user", "content": f"row {i}"},
-                                      {"role": "assistant", "content": "token ghp_" + f"{i:04d}" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"}]})
+                                      {"role": "assistant", "content": "token " + _github_token(f"{i:04d}a1B2c3D4e5F6g7H8i9J0k1L2m3")}]})
         else:
             rows.append({"prompt": f"row {i} is clean", "meta": {"n": i}})
     with open(path, "wb") as handle:
@@ -190,7 +203,7 @@ def test_ray_parquet_row_numbers_are_exact_across_row_groups(ray_local, tmp_path
 def test_ray_finds_and_masks_keys_like_in_process(ray_local, tmp_path):
     from provenir.distributed.governance import scan_files
 
-    token = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    token = "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"
     rows = [{"headers": {token: True}, "n": i} if i % 2 else {"contacts": {f"u{i}@corp.io": "x", "v@corp.io": "y"}}
             for i in range(40)]
     path = tmp_path / "keys.jsonl"

@@ -78,3 +78,15 @@ def test_per_type_precision_and_recall(corpus, kind):
     assert not bad, f"{bad}\nmissed: {misses[:8]}\nspurious: {extras[:8]}"
     expected_types = {"pii": 7, "secret": 14}[kind]
     assert len([t for t, v in table.items() if v[2] >= 10]) >= expected_types
+
+
+def test_key_and_entry_paths_resolve_and_mask():
+    from provenir.governance.accuracy import Span, mask_spans, resolve
+
+    record = {"a": {"tok ghp_x": "v", "b": "secret here"}, "c": "keep"}
+    assert resolve(record, "a.<key 0>") == "tok ghp_x" and resolve(record, "a.<entry 1>") == "secret here"
+    out = mask_spans(record, [Span(0, "a.<key 0>", None, "secret", 4, 9),
+                              Span(0, "a.<entry 0>", None, "secret", 0, 1),
+                              Span(0, "<key 0>", None, "pii", 0, 1)])
+    assert out == {"<MASKED>": {"tok <MASKED>": "<MASKED>", "b": "secret here"}, "c": "keep"}
+    assert list(out["<MASKED>"]) == ["tok <MASKED>", "b"] and record["a"]["tok ghp_x"] == "v"

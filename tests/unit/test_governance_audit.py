@@ -115,7 +115,7 @@ def test_missing_or_empty_log_is_not_intact(tmp_path):
 def test_details_are_redacted(tmp_path):
     logger = AuditLogger(tmp_path)
     logger.log("run", "ci", api_key="sk-secret", db={"password": "hunter2", "host": "db"},
-               note="leaked ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 in logs", token_count=512)
+               note="leaked 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 in logs", token_count=512)
     details = logger.read()[0]["details"]
     assert details["api_key"] == "[REDACTED]" and details["db"] == {"password": "[REDACTED]", "host": "db"}
     assert details["note"] == "leaked [REDACTED:GITHUB_TOKEN] in logs"
@@ -125,7 +125,7 @@ def test_details_are_redacted(tmp_path):
 
 def test_secrets_used_as_keys_are_redacted_and_no_entry_is_lost(tmp_path):
     logger = AuditLogger(tmp_path)
-    first, second = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "ghp_Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+    first, second = "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", "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"
     logger.log("tokens.seen", "ci", seen={first: "repo-a", second: "repo-b", "plain": "x"})
     details = logger.read()[0]["details"]
     assert details["seen"] == {"[REDACTED:GITHUB_TOKEN]": "repo-a", "[REDACTED:GITHUB_TOKEN] #2": "repo-b",

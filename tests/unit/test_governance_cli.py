@@ -128,7 +128,7 @@ def _run_main(argv: list[str], capsys) -> tuple[int, str]:
 
 def test_failed_scans_are_audited(data, tmp_path, capsys):
     audit = tmp_path / "audit"
-    token = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    token = "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"
     missing = tmp_path / f"leak-{token}.jsonl"
     code, err = _run_main(["scan", str(missing), "--audit-dir", str(audit)], capsys)
     assert code == 2 and err.count("error:") == 1 and "file not found" in err
@@ -187,3 +187,17 @@ def test_uri_audit_dir_is_refused(data, tmp_path, capsys, monkeypatch):
     code, err = _run_main(["audit", "verify", "--audit-dir", "s3://bkt/audit"], capsys)
     assert code == 2 and "must be a local folder" in err
     assert list(tmp_path.iterdir()) == [data]
+
+
+def test_keep_examples_leaves_documented_examples_unmasked(tmp_path):
+    path = tmp_path / "cards.jsonl"
+    path.write_text(json.dumps({"t": "test card 4242 4242 4242 4242; customer card 4532 0151 1283 0366"}) + "\n")
+    for flag, expected in (([], "test card <CREDIT_CARD>; customer card <CREDIT_CARD>"),
+                           (["--keep-examples"], "test card 4242 4242 4242 4242; customer card <CREDIT_CARD>")):
+        out = tmp_path / f"masked{len(flag)}"
+        result = runner.invoke(app, ["scan", str(path), "--mask", str(out), "--audit-dir", str(tmp_path / "a"),
+                                     "--json", *flag])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.output)
+        assert payload["pii"] == {"CREDIT_CARD": 1} and payload["placeholders"] == {"CREDIT_CARD": 1}
+        assert json.loads((out / "cards.jsonl").read_text())["t"] == expected

@@ -16,7 +16,7 @@ from provenir.governance._records import leaf_paths, leaves, replace_leaves
 from provenir.governance.pii import PIIMasker, PIIScanner
 from provenir.governance.scanners import SecretScanner
 
-GH = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+GH = "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"
 AWS = "AKIAZ3MSJ2KQ7XYPLW4R"
 
 

@@ -184,3 +184,16 @@ def test_in_process_scan_of_a_remote_fsspec_folder(tmp_path):
         assert (tmp_path / "m" / "b.jsonl").read_text().splitlines()[0] == '{"prompt": "call <PHONE>"}'
     finally:
         fs.rm("/bucket-gov", recursive=True)
+
+
+def test_documented_examples_are_reported_and_masked_unless_kept():
+    # Visa's and Stripe's published test numbers, the SSA's advertised SSN, AWS's documented key id
+    text = "card 4111 1111 1111 1111, ssn 078-05-1120, key AKIAIOSFODNN7EXAMPLE, real 4532 0151 1283 0366"
+    ds = JsonlDataset.from_records([{"t": text}])
+    found = {(f.entity_type, f.placeholder) for f in PIIScanner(ner=None).scan(ds).findings}
+    assert {("CREDIT_CARD", True), ("US_SSN", True), ("CREDIT_CARD", False)} <= found
+    assert PIIMasker(ner=None).mask(ds).records[0]["t"] == (
+        "card <CREDIT_CARD>, ssn <US_SSN>, key <AWS_ACCESS_KEY_ID>, real <CREDIT_CARD>")
+    kept = PIIMasker(ner=None, keep_examples=True)
+    assert kept.mask(ds).records[0]["t"] == text.replace("4532 0151 1283 0366", "<CREDIT_CARD>")
+    assert kept.last_masked_count == 1

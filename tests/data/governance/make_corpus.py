@@ -18,6 +18,7 @@ import json
 import random
 import string
 import uuid
+import zlib
 from pathlib import Path
 
 import phonenumbers
@@ -195,8 +196,20 @@ def aws_secret() -> str:
     return rand(ALNUM + "/+", 40)
 
 
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
 def github_token() -> str:
-    return rng.choice(["ghp_", "gho_", "ghs_", "ghu_"]) + rand(ALNUM, 36)
+    """GitHub's documented format: prefix_ + 30 random base62 + base62 CRC32 of those 30 (6 chars).
+
+    https://github.blog/2021-04-05-behind-githubs-new-authentication-token-formats/
+    """
+    body = rand(ALNUM, 30)
+    value, checksum = zlib.crc32(body.encode()), ""
+    while value:
+        value, rest = divmod(value, 62)
+        checksum = BASE62[rest] + checksum
+    return rng.choice(["ghp_", "gho_", "ghs_", "ghu_"]) + body + checksum.rjust(6, "0")
 
 
 def github_fine() -> str:
