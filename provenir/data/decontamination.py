@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from provenir.core.errors import ConfigError, DataError
 from provenir.data.dataset import JsonlDataset
-from provenir.data.quality import record_prompt_response
+from provenir.data._text import record_prompt_response
 
 if TYPE_CHECKING:
     import numpy as np

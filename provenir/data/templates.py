@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provenir.core.errors import ConfigError, DataError
+from provenir.core.template_names import BUILTIN_TEMPLATE_NAMES, provide_template_names
 
 ROLES = ("system", "user", "assistant")
 
@@ -350,3 +351,6 @@ for _template in (
     RawCompletionTemplate(),
 ):
     TEMPLATE_REGISTRY.register(_template.name, _template)
+
+assert set(TEMPLATE_REGISTRY.list_names()) == set(BUILTIN_TEMPLATE_NAMES), "template registry and core disagree"
+provide_template_names(TEMPLATE_REGISTRY.list_names)  # config validation (core) checks data.template

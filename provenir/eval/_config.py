@@ -48,22 +48,17 @@ class EvalConfig(BaseModel):
 
 def load_eval_config(path: str | Path) -> EvalConfig:
     """Read and validate an eval config YAML; relative paths become relative to its folder."""
-    import yaml
+    from provenir.core.yaml_safe import load_yaml, read_yaml_text
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such eval config") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    text = read_yaml_text(path, kind="eval config")
+    raw = load_yaml(text, source=str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with dataset, predictions, metrics, …")
     try:
         config = EvalConfig.model_validate(raw)
     except ValidationError as exc:
-        from provenir.core.config import key_lines
+        from provenir.core.config import key_lines, shown
 
         first = exc.errors()[0]
         loc = tuple(first["loc"])
@@ -75,7 +70,7 @@ def load_eval_config(path: str | Path) -> EvalConfig:
         elif first["type"] == "missing":
             message = "required: add it to the file"
         else:
-            message = f"{message} (got {first.get('input')!r})"
+            message = f"{message} (got {shown(first.get('input'))})"
         raise ConfigError(f"{path}{f':{line}' if line else ''}: {where}: {message}") from None
     base = path.parent
     updates: dict[str, Any] = {}

@@ -117,17 +117,40 @@ class BenchmarkResult:
         }
 
 
+#: The local YAML tags lm-eval's task files may use; any other non-standard tag is refused.
+_LM_EVAL_TAGS: tuple[str, ...] = ("!function",)
+
+
+def _has_tagged(value: Any, tagged: type) -> bool:
+    if isinstance(value, tagged):
+        return True
+    if isinstance(value, dict):
+        return any(_has_tagged(v, tagged) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_tagged(v, tagged) for v in value)
+    return False
+
+
 def _absolutise_tasks(source: Path, target: Path) -> None:
-    """Copy ``source``'s task YAMLs into ``target`` with ``data_files`` made absolute."""
+    """Copy ``source``'s task YAMLs into ``target`` with ``data_files`` made absolute.
+
+    Each file is read with the safe loader's limits first: a hostile task file is a
+    :class:`ConfigError` here, before lm-eval (whose loader has no limits) opens it.
+    """
     import yaml
 
+    from provenir.core.yaml_safe import Tagged, UnsafeYAMLError, load_yaml, read_yaml_text
+
     for path in sorted(source.rglob("*.yaml")):
-        text = path.read_text(encoding="utf-8")
+        text = read_yaml_text(path, kind="lm-eval task file")
         try:
-            config = yaml.safe_load(text)
-        except yaml.YAMLError:
-            config = None  # lm-eval's own tags (!function); copy unchanged
-        if isinstance(config, dict):
+            config = load_yaml(text, source=str(path), keep_tags=_LM_EVAL_TAGS)
+        except UnsafeYAMLError:
+            raise
+        except ConfigError:
+            config = None  # malformed: copied unchanged, for lm-eval to report
+        # a file with lm-eval's own tags (!function) is copied unchanged: dumping would drop them
+        if isinstance(config, dict) and not _has_tagged(config, Tagged):
             files = (config.get("dataset_kwargs") or {}).get("data_files")
             if isinstance(files, dict):
                 for split, rel in list(files.items()):

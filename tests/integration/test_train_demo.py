@@ -7,7 +7,7 @@ import pytest
 from provenir.core.config import RunConfig
 from provenir.core.store import ArtifactStore
 from provenir.data.dataset import JsonlDataset
-from provenir.train._demo import demo_records, run_demo
+from provenir._demo import demo_records, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 

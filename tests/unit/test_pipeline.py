@@ -13,7 +13,7 @@ from provenir.core.store import ArtifactStore
 from provenir.governance.audit import AuditLogger
 from provenir.pipeline import run_job
 
-LIVE_GITHUB_TOKEN = "ghp_" + "Zq7Lm2Xv9Rt4Bn8Kc1Wd6Fy3Hs5Jp0Ga2Ue7"
+LIVE_GITHUB_TOKEN = "ghp_" + "Zq7Lm2Xv9Rt4Bn8Kc1Wd6Fy3Hs5Jp02gTw7q"
 EVAL_ITEM = {
     "instruction": "Explain why the sky appears blue during a clear day to a curious child in simple words",
     "output": "Sunlight scatters off air molecules and blue light scatters the most so we see blue.",

@@ -127,10 +127,63 @@ def test_kuberay_manifests_are_well_formed(path):
         elif doc["kind"] == "RayJob":
             assert doc["apiVersion"] == "ray.io/v1"
             entry = shlex.split(doc["spec"]["entrypoint"])
-            assert entry[:4] == ["python", "-m", "provenir.cli", "train"]
+            assert entry[:3] == ["python", "-m", "provenir.cli"] and entry[3] in ("train", "run")
             assert (REPO / entry[4]).is_file()
             RunConfig.from_yaml(REPO / entry[4])
-            yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
+            _check_runtime_env(yaml.safe_load(doc["spec"]["runtimeEnvYAML"]))
             _check_ray_cluster_spec(doc["spec"]["rayClusterSpec"])
+        elif doc["kind"] == "RayService":
+            assert doc["apiVersion"] == "ray.io/v1"
+            _check_serve_config(yaml.safe_load(doc["spec"]["serveConfigV2"]))
+            _check_ray_cluster_spec(doc["spec"]["rayClusterConfig"])
+            head = doc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+            token = {e["name"]: e for e in head.get("env", [])}["PROVENIR_API_TOKEN"]
+            assert "secretKeyRef" in token["valueFrom"], "the API token comes from a Secret, not the manifest"
         else:
             assert doc["kind"] == "PersistentVolumeClaim"
+
+
+def _check_runtime_env(raw: dict) -> None:
+    from ray.runtime_env import RuntimeEnv
+
+    raw = dict(raw)
+    working_dir = raw.pop("working_dir", None)  # a path inside the image: checked there, not here
+    assert working_dir is None or working_dir.startswith("/")
+    RuntimeEnv(**raw)  # Ray's own validation of the rest
+    assert all(isinstance(v, str) for v in raw.get("env_vars", {}).values())
+
+
+def _check_serve_config(raw: dict) -> None:
+    """Ray Serve's own schema (what ``serve deploy`` and KubeRay's serveConfigV2 accept), and every
+    application's import path resolves to a builder that accepts its args."""
+    import importlib
+
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(raw) if hasattr(ServeDeploySchema, "model_validate") \
+        else ServeDeploySchema.parse_obj(raw)
+    assert schema.applications
+    for app in raw["applications"]:
+        module, _, name = app["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module), name)
+        assert callable(builder)
+        known = {"store_root", "api_token", "audit_dir", "num_replicas", "num_cpus", "ray_address", "max_body_bytes"}
+        assert set(app.get("args", {})) <= known, set(app.get("args", {})) - known
+        assert "api_token" not in app.get("args", {}), "tokens belong in a Secret, not in the manifest"
+
+
+def test_serve_config_file_is_valid():
+    _check_serve_config(yaml.safe_load((REPO / "serve" / "config.yaml").read_text()))
+
+
+def test_kuberay_covers_the_main_job_and_the_api():
+    kinds = {(doc["kind"], doc["metadata"]["name"]) for path in KUBERAY for doc in _k8s_docs(path)}
+    assert {("RayJob", "provenir-main-job"), ("RayService", "provenir-api"), ("RayCluster", "provenir"),
+            ("PersistentVolumeClaim", "provenir-storage")} <= kinds, kinds
+    main = next(doc for doc in _k8s_docs(CLUSTER / "kuberay" / "rayjob-main.yaml") if doc["kind"] == "RayJob")
+    assert shlex.split(main["spec"]["entrypoint"])[3] == "run"
+    config = RunConfig.from_yaml(REPO / shlex.split(main["spec"]["entrypoint"])[4])
+    assert config.governance.secrets == "block" and config.governance.pii == "mask"
+    assert config.curation.decontamination != "off" and config.distributed is not None
+    dockerfile = (CLUSTER / "kuberay" / "Dockerfile").read_text()
+    assert "ARG RAY_IMAGE=" in dockerfile and "FROM ${RAY_IMAGE}" in dockerfile and "constraints.txt" in dockerfile

@@ -4,6 +4,9 @@ The task (``demo_records``) is to copy a string of four digits: ``"Copy 4071"`` 
 tiny tokenizer splits digits one per token, so the rule is the same for every string, and the eval
 strings are disjoint from the training strings: exact match measures a learned rule (attend to the
 right earlier position, emit its digit), not memorised answers. An untrained model scores 0.
+
+It composes a whole job (:func:`provenir.pipeline.run_job`) with evaluations around it, so it sits
+on the pipeline's floor, above ``train``.
 """
 
 from __future__ import annotations
