@@ -99,7 +99,7 @@ def demo(
     from provenir.core.config import RunConfig
     from provenir.core.errors import ConfigError
     from provenir.core.store import ArtifactStore
-    from provenir.train._demo import run_demo, tiny_model_for_store
+    from provenir._demo import run_demo, tiny_model_for_store
     from provenir.train._stop import TrainingStopped
 
     path = config or BUNDLED_DEMO_CONFIG

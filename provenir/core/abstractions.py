@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 MANIFEST_VERSION = 1
 RUN_STATUSES = ("created", "running", "completed", "failed", "stopped")
+# what made a run: training (any method or backend), a merge of adapters, a push to a hub, a pull
+RUN_KINDS = ("train", "merge", "publish", "pull")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RunManifest:
     artifacts: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)  # {"train": {"path", "sha256", "records"}}
     manifest_version: int = MANIFEST_VERSION
+    kind: str = "train"  # one of RUN_KINDS; manifests written before it existed are training runs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

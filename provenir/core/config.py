@@ -1,8 +1,9 @@
 """Run configuration: strict pydantic models, parsed once at the edge (CLI, API, YAML).
 
-Every model forbids unknown keys. :meth:`RunConfig.from_yaml` loads YAML with ``yaml.safe_load``
-semantics and turns any validation failure into one :class:`ConfigError` naming the file, the key
-path, the YAML line, the bad value and what is allowed::
+Every model forbids unknown keys. :meth:`RunConfig.from_yaml` loads YAML with
+:func:`provenir.core.yaml_safe.load_yaml` (safe constructors; size, depth and alias limits) and
+turns any validation failure into one :class:`ConfigError` naming the file, the key path, the YAML
+line, the bad value and what is allowed::
 
     examples/bad.yaml:7: peft.rank: must be >= 1 (got 0)
 
@@ -26,6 +27,9 @@ into ``dataset_hash``).
 from __future__ import annotations
 
 import difflib
+import math
+import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from provenir.core.errors import ConfigError
+from provenir.core.template_names import template_names
+from provenir.core.yaml_safe import compose_yaml, load_yaml, read_yaml_text
 
 BACKENDS: tuple[str, ...] = ("stub", "trl")
 STRATEGIES: tuple[str, ...] = ("none", "ddp", "fsdp", "deepspeed")
@@ -45,7 +51,20 @@ LR_SCHEDULERS: tuple[str, ...] = (
     "constant",
     "constant_with_warmup",
 )
-TRAINING_METHODS: tuple[str, ...] = ("sft", "dpo")
+TRAINING_METHODS: tuple[str, ...] = ("sft", "dpo", "grpo")
+#: the reward primitives a GRPO config names (:mod:`provenir.rewards` registers them under these
+#: names), with the arguments each takes; ``judge`` scores with an LLM judge's rubric
+REWARD_ARGS: dict[str, tuple[str, ...]] = {
+    "exact_match": ("normalize",),
+    "contains": (),
+    "token_f1": (),
+    "format": ("pattern", "full_match"),
+    "judge": ("judge", "model", "base_url", "criteria", "cache_dir"),
+}
+GENERATION_BACKENDS: tuple[str, ...] = ("hf", "vllm")
+VLLM_MODES: tuple[str, ...] = ("colocate", "server")
+#: rewards that compare the completion with a reference column of the record
+REWARDS_WITH_REFERENCE: tuple[str, ...] = ("exact_match", "contains", "token_f1")
 PII_ACTIONS: tuple[str, ...] = ("off", "scan", "mask")
 PII_REPLACEMENTS: tuple[str, ...] = ("placeholder", "pseudonym")
 SECRET_ACTIONS: tuple[str, ...] = ("off", "warn", "block")
@@ -265,10 +284,138 @@ class CurationConfig(_Strict):
         return v
 
 
-class TrainingConfig(_Strict):
-    """Optimisation hyper-parameters (the usual transformers/TRL meanings)."""
+class RewardConfig(_Strict):
+    """One GRPO reward function, added to the others with its ``weight``.
 
-    method: str = "sft"  # "sft" | "dpo"
+    ``name`` is a reward primitive (``exact_match``, ``contains``, ``token_f1``, ``format``),
+    ``judge`` (the mean of an LLM judge's rubric scores: ``args.judge`` is ``stub``, ``anthropic``
+    or ``openai``, cached on disk with ``args.cache_dir``), or ``module:function``: a TRL reward
+    function ``f(prompts, completions, **columns) -> list[float]``, a class (built with ``args``)
+    or an object with ``score(prediction, reference)``. ``reference_field`` is the record's column
+    that reference-based rewards compare with. A bare string in the list means ``{name: ...}``.
+    """
+
+    name: str
+    weight: float = 1.0
+    reference_field: str = "output"
+    args: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v in REWARD_ARGS:
+            return v
+        module, sep, attr = v.partition(":")
+        dotted = all(part.isidentifier() for part in module.split(".")) if module else False
+        if not sep or not dotted or not attr.replace(".", "_").isidentifier():
+            close = difflib.get_close_matches(v, list(REWARD_ARGS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown reward {v!r}{hint}: name a primitive ({', '.join(REWARD_ARGS)}) or a "
+                "function as module:function"
+            )
+        return v
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name not in REWARD_ARGS:
+            return v  # a user function takes whatever it takes
+        allowed = REWARD_ARGS[name]
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            takes = f"takes {', '.join(allowed)}" if allowed else "takes no arguments"
+            raise ValueError(f"reward {name!r} {takes}; unknown: {', '.join(unknown)}")
+        if name == "format" and not isinstance(v.get("pattern"), str):
+            raise ValueError("reward 'format' needs args.pattern, a regular expression")
+        if name == "format":
+            try:
+                re.compile(v["pattern"])
+            except re.error as exc:
+                raise ValueError(f"args.pattern: invalid regular expression: {exc}") from None
+        if name == "judge" and v.get("judge", "stub") not in ("stub", "anthropic", "openai"):
+            raise ValueError("args.judge: choose stub, anthropic or openai")
+        if name == "judge" and v.get("judge", "stub") != "stub" and not v.get("model"):
+            raise ValueError(f"args.model: the {v['judge']} judge needs the model's name")
+        return v
+
+
+class GenerationConfig(_Strict):
+    """How GRPO generates its completions: ``hf`` (transformers' ``generate`` inside the trainer,
+    the default and the CPU path) or ``vllm`` (GPUs; ``pip install 'provenir[vllm]'``).
+
+    With ``vllm``, ``mode: colocate`` runs a vLLM engine in every training process, sharing its
+    GPU (``gpu_memory_utilization`` of it); ``mode: server`` sends the prompts to a
+    ``trl vllm-serve`` server at ``server_base_url``, which receives the new weights every step.
+    """
+
+    backend: str = "hf"  # "hf" | "vllm"
+    mode: str = "colocate"  # "colocate" | "server" (vllm only)
+    gpu_memory_utilization: float = 0.3
+    tensor_parallel_size: int = 1
+    max_model_length: int | None = None
+    server_base_url: str | None = None
+    enable_sleep_mode: bool = False  # colocate: free the engine's memory during the optimizer step
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        return _one_of(v, GENERATION_BACKENDS, "generation backend")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        return _one_of(v, VLLM_MODES, "vllm mode")
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError("must be in (0, 1]: the share of the GPU's memory vLLM may take")
+        return v
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _tp(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("max_model_length")
+    @classmethod
+    def _length(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1 (or null: the model's own)")
+        return v
+
+    @field_validator("server_base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL of a trl vllm-serve server")
+        return v
+
+
+class TrainingConfig(_Strict):
+    """Optimisation hyper-parameters (the usual transformers/TRL meanings).
+
+    ``packing`` (SFT only) packs short examples into ``max_seq_length`` rows with per-example
+    position ids, so packed neighbours never attend to each other. The GRPO fields
+    (``method: grpo``): ``num_generations`` completions per prompt (the group), ``beta`` the KL
+    coefficient against the base model (0: no reference model), ``max_completion_length`` and
+    ``temperature`` for sampling, ``rewards``, the reward functions (see :class:`RewardConfig`),
+    and ``generation``, what generates the completions (see :class:`GenerationConfig`).
+    """
+
+    method: str = "sft"  # "sft" | "dpo" | "grpo"
     learning_rate: float = 2e-4
     num_epochs: float = 1.0
     gradient_accumulation_steps: int = 1
@@ -281,6 +428,13 @@ class TrainingConfig(_Strict):
     dpo_beta: float = 0.1
     logging_steps: int = 10
     save_steps: int = 0  # 0: checkpoint only at the end
+    packing: bool = False
+    num_generations: int = 4
+    beta: float = 0.0
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    rewards: list[RewardConfig] = Field(default_factory=list, validate_default=True)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @field_validator("method")
     @classmethod
@@ -292,14 +446,14 @@ class TrainingConfig(_Strict):
     def _scheduler(cls, v: str) -> str:
         return _one_of(v, LR_SCHEDULERS, "lr_scheduler")
 
-    @field_validator("learning_rate", "num_epochs", "dpo_beta")
+    @field_validator("learning_rate", "num_epochs", "dpo_beta", "temperature")
     @classmethod
     def _gt_zero(cls, v: float) -> float:
         if not v > 0:
             raise ValueError("must be > 0")
         return v
 
-    @field_validator("gradient_accumulation_steps", "max_seq_length", "logging_steps")
+    @field_validator("gradient_accumulation_steps", "max_seq_length", "logging_steps", "max_completion_length")
     @classmethod
     def _ge_one(cls, v: int) -> int:
         if v < 1:
@@ -313,11 +467,59 @@ class TrainingConfig(_Strict):
             raise ValueError("must be >= 0")
         return v
 
-    @field_validator("weight_decay", "max_grad_norm")
+    @field_validator("weight_decay", "max_grad_norm", "beta")
     @classmethod
     def _ge_zero(cls, v: float) -> float:
         if v < 0:
             raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("packing")
+    @classmethod
+    def _packing(cls, v: bool, info: Any) -> bool:
+        method = info.data.get("method")
+        if v and method == "dpo":
+            raise ValueError(
+                "packing is for method: sft; TRL's DPOTrainer packs nothing (its padding-free mode is "
+                "disabled in this TRL), so set packing: false for dpo"
+            )
+        if v and method == "grpo":
+            raise ValueError("packing is for method: sft; GRPO trains on the completions it generates")
+        return v
+
+    @field_validator("num_generations")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("must be >= 2: GRPO compares the completions of one prompt with each other")
+        return v
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": item} if isinstance(item, str) else item for item in v]
+        return v
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, v: list[RewardConfig], info: Any) -> list[RewardConfig]:
+        if info.data.get("method") == "grpo" and not v:
+            raise ValueError(
+                "method: grpo needs at least one reward, e.g. rewards: [exact_match] or "
+                "[{name: format, args: {pattern: '^\\d+$'}}]"
+            )
+        if v and all(r.weight == 0 for r in v):
+            raise ValueError("every reward's weight is 0: nothing to learn from")
+        return v
+
+    @field_validator("generation")
+    @classmethod
+    def _generation(cls, v: GenerationConfig, info: Any) -> GenerationConfig:
+        if v.backend == "vllm" and info.data.get("method") != "grpo":
+            raise ValueError("backend: vllm generates GRPO's completions; it is for method: grpo")
+        if v.backend == "vllm" and v.mode == "server" and not v.server_base_url:
+            raise ValueError("mode: server needs server_base_url (e.g. http://vllm-host:8000)")
         return v
 
 
@@ -413,21 +615,8 @@ class RunConfig(_Strict):
             ConfigError: naming the file and YAML line (or the override), the key path and the fix.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        text = read_yaml_text(path, kind="config file")
+        raw = load_yaml(text, source=str(path))
         if raw is None:
             raise ConfigError(f"{path}: config file is empty; it needs at least `name:`")
         if not isinstance(raw, dict):
@@ -546,7 +735,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, origins: _Origins)
         if not isinstance(child, dict):
             section = tuple(parts[:depth])
             line = origins.lines.get(section)
-            source = f" (set to {child!r} on {origins.path}:{line})" if line else ""
+            source = f" (set to {shown(child)} on {origins.path}:{line})" if line else ""
             raise ConfigError(
                 f"--set {dotted}={_override_text(value)}: "
                 f"{'.'.join(section)} is not a section{source}"
@@ -578,14 +767,12 @@ def _resolve_relative_paths(config: RunConfig, base: Path, origins: _Origins) ->
 
 
 def _template_problem(config: RunConfig, origins: _Origins) -> str | None:
-    # The registry lives with the templates; imported here, at the edge, so a config naming an
-    # unknown template fails where it is loaded, naming the line, not later inside a run.
-    from provenir.data.templates import TEMPLATE_REGISTRY
-
+    # Checked where the config is loaded, naming the line, not later inside a run. Core knows the
+    # template names only; the templates live a floor up, in provenir.data.templates.
     name = config.data.template
-    if name in TEMPLATE_REGISTRY:
+    available = template_names()
+    if name in available:
         return None
-    available = TEMPLATE_REGISTRY.list_names()
     close = difflib.get_close_matches(name, available, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return (
@@ -611,6 +798,15 @@ def _input_problems(config: RunConfig, origins: _Origins) -> list[str]:
     return problems
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about any input."""
+    short = reprlib.Repr()  # attributes, not keywords: Python 3.10 and 3.11 take no keywords
+    short.maxlevel, short.maxlist, short.maxdict = 3, 8, 8
+    short.maxstring = short.maxother = limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def key_lines(text: str) -> dict[tuple[Any, ...], int]:
     """The (1-based) line of each key path in a YAML document (``{("peft", "rank"): 14}``); empty
     when it does not parse. For error messages of any YAML file a command reads."""
@@ -626,8 +822,8 @@ def _key_lines(
     keys set twice in one mapping as ``(key path, line, first line)``, and the source text of
     each value YAML read as a boolean (``off``, ``yes``, …)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        root = compose_yaml(text, source="<key lines>")
+    except ConfigError:
         return {}, [], {}
     lines: dict[tuple[Any, ...], int] = {}
     duplicates: list[tuple[tuple[Any, ...], int, int]] = []
@@ -656,6 +852,8 @@ def _key_lines(
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     current: Any = model
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of models: the model is already current
+            continue
         field = current.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return None
@@ -676,6 +874,8 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("distributed", "strategy"): STRATEGIES,
     ("training", "method"): TRAINING_METHODS,
     ("training", "lr_scheduler"): LR_SCHEDULERS,
+    ("training", "generation", "backend"): GENERATION_BACKENDS,
+    ("training", "generation", "mode"): VLLM_MODES,
     ("governance", "pii"): PII_ACTIONS,
     ("governance", "pii_replacement"): PII_REPLACEMENTS,
     ("governance", "secrets"): SECRET_ACTIONS,
@@ -726,5 +926,5 @@ def _format_validation(
         msg = error["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        messages.append(f"{where}: {key}: {msg} (got {error.get('input')!r})")
+        messages.append(f"{where}: {key}: {msg} (got {shown(error.get('input'))})")
     return "\n".join(messages)

@@ -21,7 +21,7 @@ from typing import Any
 from provenir.core.errors import ConfigError
 from provenir.core.hashing import sha256_json
 
-__all__ = ["GenerationPool", "chunk_seed"]
+__all__ = ["GenerationActor", "GenerationPool", "chunk_seed"]
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -29,7 +29,9 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(sha256_json({"seed": seed, "chunk": chunk})[:8], 16)
 
 
-class _GenerationActor:
+class GenerationActor:
+    """One pool member (shown under this name in the Ray dashboard)."""
+
     def __init__(self, builder: Callable[[], Any]):
         self.policy = builder()
 
@@ -49,6 +51,10 @@ class GenerationPool:
         chunk_size: prompts per task; also the unit of seeding (see :func:`chunk_seed`).
         num_cpus / num_gpus: resources of each actor.
         address: Ray address (default: ``RAY_ADDRESS`` or an embedded instance).
+        max_restarts: times Ray restarts an actor that died (its process crashed, its node went away);
+            the chunk it was answering is run again on the restarted actor (``max_task_retries``).
+            Chunks are seeded by position, so a redone chunk gives the same candidates: nothing is
+            lost or duplicated.
 
     Use as a context manager (or call :meth:`shutdown`) so the actors and their models go away.
     """
@@ -62,6 +68,7 @@ class GenerationPool:
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         address: str | None = None,
+        max_restarts: int = 3,
     ):
         if num_actors < 1 or chunk_size < 1:
             raise ConfigError(f"GenerationPool: num_actors ({num_actors}) and chunk_size ({chunk_size}) must be >= 1")
@@ -70,7 +77,10 @@ class GenerationPool:
         from provenir.distributed.cluster import connect
 
         connect(address)
-        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_GenerationActor)
+        if max_restarts < 0:
+            raise ConfigError(f"GenerationPool: max_restarts ({max_restarts}) must be >= 0")
+        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
+                            max_task_retries=max_restarts)(GenerationActor)
         self._actors = [remote.remote(policy_builder) for _ in range(num_actors)]
         self.chunk_size = chunk_size
 

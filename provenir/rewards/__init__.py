@@ -1,4 +1,7 @@
-"""provenir.rewards: validated, composable reward primitives (see :mod:`provenir.rewards.primitives`)."""
+"""provenir.rewards: validated, composable reward primitives (see :mod:`provenir.rewards.primitives`),
+and the reward functions GRPO trains with, built from config (:mod:`provenir.rewards.functions`)."""
+
+from provenir.rewards.functions import JudgeReward, build_rewards, describe_rewards
 
 from provenir.rewards.primitives import (
     ClampedReward,
@@ -17,9 +20,12 @@ __all__ = [
     "ContainsReward",
     "ExactMatchReward",
     "FormatReward",
+    "JudgeReward",
     "RewardFn",
     "ThresholdGatedReward",
     "TokenF1Reward",
     "WeightedSumReward",
+    "build_rewards",
+    "describe_rewards",
     "to_trl_reward",
 ]

@@ -226,11 +226,14 @@ def _completion_text(completion: Any) -> str:
     raise DataError(f"reward function: unsupported completion type {type(completion).__name__}")
 
 
-def to_trl_reward(reward: RewardFn, reference_field: str = "output", name: str | None = None) -> Callable[..., list[float]]:
+def to_trl_reward(
+    reward: RewardFn, reference_field: str | None = "output", name: str | None = None
+) -> Callable[..., list[float]]:
     """Wrap a reward as a TRL reward function ``f(prompts, completions, **columns) -> list[float]``.
 
     TRL's GRPO/RLOO trainers pass every dataset column as a keyword list; the reference is taken
-    from ``reference_field``. Conversational completions (lists of messages) are reduced to the
+    from ``reference_field`` (``None``: the reward reads no reference, e.g. :class:`FormatReward`,
+    and gets ``""``). Conversational completions (lists of messages) are reduced to the
     assistant's text. The function's ``__name__`` (what TRL logs) is ``name`` or the reward's class.
 
     Example:
@@ -243,6 +246,8 @@ def to_trl_reward(reward: RewardFn, reference_field: str = "output", name: str |
     def reward_function(prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float]:
         if completions is None:
             raise ConfigError("reward function called without completions=")
+        if reference_field is None:
+            return [float(reward.score(_completion_text(c), "")) for c in completions]
         if reference_field not in kwargs:
             available = sorted(k for k in kwargs if not k.startswith(("trainer_state", "log_")))
             raise ConfigError(

@@ -47,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,9 @@ class RLAIFConfig(BaseModel):
         min_confidence: pairs whose chosen-vs-rejected verdict is less sure are dropped.
         max_new_tokens / temperature / top_p: sampling settings of the transformers policy.
         judge_concurrency: judge calls in flight at once (threads).
+        judge_retries: a judge call that raises is tried again this many times (with a short
+            backoff); one that still fails drops its prompt's pair — counted as ``judge_error`` in
+            the round's ``dropped`` — and never the round.
         max_prompts: use only the first this-many training prompts per iteration (None: all).
         generation_actors: 0 generates in this process; N > 0 holds the policy in N Ray actors
             (:class:`~provenir.distributed.generation.GenerationPool`) for large prompt sets.
@@ -125,6 +129,7 @@ class RLAIFConfig(BaseModel):
     generation_actors: int = 0
     generation_chunk_size: int = 32
     generation_actor_cpus: float = 1.0
+    judge_retries: int = 2
 
     @field_validator("n_iterations")
     @classmethod
@@ -159,6 +164,13 @@ class RLAIFConfig(BaseModel):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError(f"must be >= 1 (got {v})")
+        return v
+
+    @field_validator("judge_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if not 0 <= v <= 10:
+            raise ValueError(f"must be between 0 and 10 (got {v})")
         return v
 
     @field_validator("generation_actor_cpus")
@@ -259,6 +271,13 @@ def rank_candidates(
     return _scores(candidates, pairs, verdicts)
 
 
+@dataclass(frozen=True)
+class _JudgeFailure:
+    """A judge call that failed after its retries (the message, never the prompt)."""
+
+    message: str
+
+
 def _comparisons(candidates: list[str]) -> list[tuple[int, int]]:
     """Index pairs of the distinct candidates (the first of each distinct text), in order."""
     first_of: dict[str, int] = {}
@@ -327,6 +346,7 @@ class RLAIFPipeline:
         if not hasattr(judge, "score_pairwise"):
             raise ConfigError(f"RLAIFPipeline(judge=...): {type(judge).__name__} has no score_pairwise")
         self.judge = judge
+        self.judge_errors: list[dict[str, Any]] = []  # the calls that failed after their retries
         self.backend = backend
         self.base_config = base_config
         self.config = rlaif_config
@@ -389,7 +409,7 @@ class RLAIFPipeline:
         identity = judge_identity(self.judge)
         pairs: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
-        dropped = {"identical": 0, "tie": 0, "low_confidence": 0}
+        dropped = {"identical": 0, "tie": 0, "low_confidence": 0, "judge_error": 0}
         comparisons = [_comparisons(texts) for texts in candidates]
         calls = [
             (user, texts[a], texts[b])
@@ -398,12 +418,21 @@ class RLAIFPipeline:
         ]
         # one fan-out over every comparison of every prompt; results come back in call order
         with ThreadPoolExecutor(max_workers=self.config.judge_concurrency) as pool:
-            flat = list(pool.map(lambda args: self.judge.score_pairwise(*args), calls))
+            flat = list(pool.map(self._judge_call, calls))
         position = 0
         for index, ((system, user), texts) in enumerate(zip(prompts, candidates, strict=True)):
             pairs_here = comparisons[index]
             verdicts_here = flat[position : position + len(pairs_here)]
             position += len(pairs_here)
+            failures = [v for v in verdicts_here if isinstance(v, _JudgeFailure)]
+            if failures:  # the ranking of this prompt's candidates is incomplete: no pair from it
+                dropped["judge_error"] += 1
+                self.judge_errors.append({"iteration": iteration, "prompt_index": index,
+                                          "error": failures[0].message})
+                for k, text in enumerate(texts):
+                    rows.append({"iteration": iteration, "prompt_index": index, "candidate": k,
+                                 "text": text, "score": None, "duplicate": False, "judge_error": True})
+                continue
             scores, verdicts = _scores(texts, pairs_here, verdicts_here)
             for k, (text, score) in enumerate(zip(texts, scores)):
                 rows.append({"iteration": iteration, "prompt_index": index, "candidate": k,
@@ -433,6 +462,19 @@ class RLAIFPipeline:
             })
             pairs.append(pair)
         return pairs, rows, dropped
+
+    def _judge_call(self, args: tuple[str, str, str]) -> Preference | _JudgeFailure:
+        """One pairwise verdict, tried ``judge_retries + 1`` times; a failure is returned, not raised."""
+        last: BaseException | None = None
+        for attempt in range(self.config.judge_retries + 1):
+            try:
+                return self.judge.score_pairwise(*args)
+            except Exception as exc:  # noqa: BLE001 - a judge call's failure drops its pair, never the round
+                last = exc
+                if attempt < self.config.judge_retries:
+                    time.sleep(min(2.0, 0.05 * 2 ** attempt))
+        text = str(last).strip().splitlines()[0][:200] if str(last).strip() else ""
+        return _JudgeFailure(f"{type(last).__name__}: {text}" if text else type(last).__name__)
 
     def _annotate(self, manifest: RunManifest, files: dict[str, str], metrics: dict[str, Any]) -> RunManifest:
         """Add the RLAIF artifacts and metrics to a finished run and re-hash its artifacts."""
@@ -522,6 +564,7 @@ class RLAIFPipeline:
                 "iteration": iteration, "generation_seed": seed, "prompts": len(prompts),
                 "responses_per_prompt": cfg.responses_per_prompt, "preference_pairs": len(pairs),
                 "dropped": dropped, "judge": identity, "parent_run": parent, "init_adapter": adapter,
+                "judge_errors": [e for e in self.judge_errors if e["iteration"] == iteration][:20],
                 "primary_metric": cfg.primary_metric, "score": score, "best_before": best,
                 "regression_tolerance": cfg.regression_tolerance, "regressed": regressed,
                 "adopted": not regressed, "eval": evaluation.to_dict(),

@@ -49,3 +49,36 @@ def test_pool_results_do_not_depend_on_the_number_of_actors(ray_local):
 def test_pool_rejects_bad_sizes():
     with pytest.raises(ConfigError, match="num_actors"):
         GenerationPool(StubPolicy, num_actors=0)
+
+
+def test_a_dead_actor_is_restarted_and_its_chunk_redone(ray_local, tmp_path):
+    import functools
+
+    # defined here so Ray pickles it by value (workers cannot import this test module)
+    class _DiesOnce(StubPolicy):
+        """Kills its actor's process the first time it sees the prompt naming ``die`` (a marker file
+        says it happened, so the restarted actor answers)."""
+
+        def __init__(self, marker: str):
+            super().__init__()
+            self.marker = marker
+
+        def sample(self, prompts, *, n, seed):
+            import os
+            from pathlib import Path
+
+            if any("die" in user for _, user in prompts) and not Path(self.marker).exists():
+                Path(self.marker).write_text("died")
+                os._exit(1)  # the process goes away mid-task, as a crash or a lost node does
+            return super().sample(prompts, n=n, seed=seed)
+
+    prompts = [(None, f"Name {i} things" + (" and die" if i == 3 else "")) for i in range(6)]
+    reference = []
+    for i in range(0, 6, 2):
+        reference += StubPolicy().sample(prompts[i:i + 2], n=3, seed=chunk_seed(4, i // 2))
+    marker = tmp_path / "died"
+    builder = functools.partial(_DiesOnce, str(marker))
+    with GenerationPool(builder, num_actors=2, chunk_size=2, num_cpus=0.5, max_restarts=2) as pool:
+        got = pool.sample(prompts, n=3, seed=4)
+    assert marker.exists(), "the actor did not die: the test proves nothing"
+    assert got == reference  # nothing lost, nothing duplicated, same order

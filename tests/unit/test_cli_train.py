@@ -167,7 +167,7 @@ def test_records_all_removed_by_curation_are_summarised_in_words(tmp_path, capsy
 @pytest.fixture()
 def demo_probe(monkeypatch, tmp_path):
     """`provenir demo` with training replaced by an error naming the config it was given."""
-    import provenir.train._demo as demo_module
+    import provenir._demo as demo_module
     from provenir.core.errors import ConfigError
 
     def fake_run_demo(config, **_):

@@ -282,7 +282,7 @@ def test_ties_low_confidence_and_identical_candidates_are_dropped_and_counted(tm
         RLAIFConfig(n_iterations=1, min_confidence=0.5), policy_factory=lambda c, a: Same(),
     )
     (it,) = pipeline.run(*_data())
-    assert it.dropped == {"identical": 1, "tie": 0, "low_confidence": 0}
+    assert it.dropped == {"identical": 1, "tie": 0, "low_confidence": 0, "judge_error": 0}
     assert it.preference_count == len(TRAIN) - 1
 
     strict = RLAIFPipeline(
@@ -329,3 +329,37 @@ def test_stub_policy_is_deterministic_and_varied():
     assert first != policy.sample(prompts, n=4, seed=4)
     assert all(len(set(c)) > 1 for c in first)
     assert policy.predict(prompts) == ["now", "colour"]
+
+
+def test_a_failing_judge_call_is_retried_then_drops_its_pair_not_the_round(tmp_path):
+    class Flaky(LengthJudge):
+        """Fails twice on every comparison of prompt 0003 (then succeeds), always on prompt 0004."""
+
+        def __init__(self):
+            super().__init__()
+            self.failures: dict[str, int] = {}
+
+        def score_pairwise(self, prompt, a, b):
+            for marker, limit in (("0003", 2), ("0004", 10**9)):
+                if marker in prompt and self.failures.get(prompt + a + b, 0) < limit:
+                    self.failures[prompt + a + b] = self.failures.get(prompt + a + b, 0) + 1
+                    raise ConnectionError(f"judge endpoint reset (call {self.failures[prompt + a + b]})")
+            return super().score_pairwise(prompt, a, b)
+
+    judge = Flaky()
+    pipeline = RLAIFPipeline(
+        judge, get_backend("stub"), RunConfig(name="rl", storage_root=str(tmp_path)),
+        RLAIFConfig(n_iterations=1, judge_retries=2), policy_factory=lambda c, a: StubPolicy(),
+    )
+    (it,) = pipeline.run(*_data())
+    assert it.dropped["judge_error"] == 1  # 0004 kept failing; 0003 succeeded on its third try
+    assert it.preference_count == len(TRAIN) - 1 - it.dropped["identical"] - it.dropped["tie"]
+    errors = pipeline.judge_errors
+    assert len(errors) == 1 and errors[0]["prompt_index"] == 4
+    assert errors[0]["error"].startswith("ConnectionError: judge endpoint reset")
+    assert it.manifest.metrics["rlaif_dropped_judge_error"] == 1
+    report = json.loads(pipeline.store.read_text(it.manifest.run_id, "rlaif/iteration.json"))
+    assert report["judge_errors"][0]["prompt_index"] == 4 and report["dropped"]["judge_error"] == 1
+
+    with pytest.raises(Exception):
+        RLAIFConfig(judge_retries=-1)

@@ -113,15 +113,18 @@ class StubBackend:
         """
         template = TEMPLATE_REGISTRY.get(config.data.template)
         dataset = train_dataset.map_fields(config.data.fields)
+        grpo = config.training.method == "grpo"  # a GRPO config "trains" on its prompts
+        if grpo:
+            from provenir.train._data import prompt_text
         texts = []
         for index, record in enumerate(dataset):
             try:
-                texts.append(template.format(record))
+                texts.append(prompt_text(template, record) if grpo else template.format(record))
             except DataError as exc:
                 raise DataError(f"{dataset.source or 'dataset'}: record {index + 1}: {str(exc).removeprefix('record: ')}") from None
         return self._train(
             config, dataset, texts, inputs=inputs, provenance=provenance, store=store,
-            command=command, method="sft", resume_run_id=resume_run_id,
+            command=command, method="grpo" if grpo else "sft", resume_run_id=resume_run_id,
         )
 
     def train_dpo(
