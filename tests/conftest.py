@@ -101,7 +101,10 @@ def store_root(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests where CUDA is absent (the default -m already deselects them)."""
+    """Run `before_any_ray` tests first, before any test starts a Ray instance in this session (they
+    need a process with no Ray, and the machine's Ray ports free); skip `gpu` tests where CUDA is
+    absent (the default -m already deselects them)."""
+    items.sort(key=lambda item: "before_any_ray" not in item.keywords)  # stable: the rest keep their order
     try:
         import torch
 

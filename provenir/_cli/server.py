@@ -36,6 +36,11 @@ def serve(
     ),
     ray_serve: bool = typer.Option(False, "--ray-serve", help="Run on Ray Serve instead of uvicorn."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray address (with --ray-serve)."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="Ray Serve replicas of the API (with --ray-serve)."),
+    max_body_bytes: Optional[int] = typer.Option(
+        None, "--max-body-bytes", min=1, envvar="PROVENIR_MAX_BODY_BYTES",
+        help="Largest request body accepted; larger ones get 413 (default 4 MiB).",
+    ),
 ) -> None:
     """Serve the REST API (docs at /docs). Refuses to listen beyond loopback without a token."""
     from provenir.core.errors import ConfigError
@@ -46,24 +51,32 @@ def serve(
             "(--api-token or PROVENIR_API_TOKEN) or listen on 127.0.0.1"
         )
     root = store_root(store)
+    if "://" not in root:
+        root = os.path.abspath(root)  # the replicas and the jobs run in other folders
     if api_token:
         os.environ["PROVENIR_API_TOKEN"] = api_token
     if ray_serve:
         from ray import serve as ray_serve_mod
 
         from provenir.distributed.cluster import connect
+        from provenir.distributed.jobs import start_embedded_ray
         from provenir.server.serve import build_deployment
 
-        connect(address)
+        if address or os.environ.get("RAY_ADDRESS"):
+            connect(address)
+        else:
+            start_embedded_ray()  # with its dashboard: the replicas submit jobs through Ray's job server
         ray_serve_mod.start(http_options={"host": host, "port": port})
-        ray_serve_mod.run(build_deployment(root, api_token=api_token), name="provenir", blocking=True)
+        ray_serve_mod.run(build_deployment(root, api_token=api_token, num_replicas=replicas,
+                                           max_body_bytes=max_body_bytes), name="provenir", blocking=True)
         return
     import uvicorn
 
     from provenir.server.app import create_app
 
     console().print(f"serving on http://{host}:{port} (docs at /docs) · store={root}")
-    uvicorn.run(create_app(root, api_token=api_token), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(root, api_token=api_token, max_body_bytes=max_body_bytes), host=host, port=port,
+                log_level="info")
 
 
 def register(app: typer.Typer) -> None:

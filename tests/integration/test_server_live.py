@@ -39,7 +39,8 @@ def test_provenir_serve_with_token(tmp_path):
     exe = Path(sys.executable).parent / "provenir"
     env = {**os.environ, "PROVENIR_API_TOKEN": "tok"}
     proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(tmp_path)],
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(tmp_path),
+         "--max-body-bytes", "2048"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -48,6 +49,9 @@ def test_provenir_serve_with_token(tmp_path):
         ok = httpx.get(f"http://127.0.0.1:{port}/manifests", headers={"Authorization": "Bearer tok"})
         assert ok.status_code == 200 and ok.json() == []
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 200
+        big = httpx.post(f"http://127.0.0.1:{port}/jobs/train", headers={"Authorization": "Bearer tok"},
+                         content=b'{"config": "' + b"x" * 4096 + b'"}')
+        assert big.status_code == 413  # --max-body-bytes 2048
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
