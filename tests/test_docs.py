@@ -26,6 +26,8 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("doc", [d for d in DOCS if python_blocks(d)], ids=lambda p: p.name)
 def test_doc_python_blocks_run(doc, tmp_path, monkeypatch):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
+    # the docs may read the repository's published test data by its repository path
+    shutil.copytree(REPO / "tests" / "data" / "governance" / "formats", tmp_path / "tests/data/governance/formats")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PROVENIR_STORE", str(tmp_path / "artifacts"))
     namespace: dict = {"__name__": f"doc_{doc.stem}"}

@@ -138,14 +138,13 @@ def stopped_exit(stop: Any, resume_command: str | None = None) -> typer.Exit:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``--set key.path=value`` flags (values parsed as YAML) as a dict of dotted keys."""
-    import yaml
-
     from provenir.core.errors import ConfigError
+    from provenir.core.yaml_safe import load_yaml
 
     overrides: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set peft.rank=16")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = load_yaml(value, source=f"--set {key.strip()}")
     return overrides

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,12 @@ import typer
 from provenir._cli._common import JsonOption, console, print_json
 
 hub_app = typer.Typer(help="Push adapters to, and pull models from, a Hugging Face–compatible hub.", no_args_is_help=True)
+
+StoreRecordOption = typer.Option(
+    "artifacts", "--store", envvar="PROVENIR_STORE",
+    help="Artifact store the step is recorded in as a run (default $PROVENIR_STORE, else ./artifacts).",
+)
+RecordOption = typer.Option(True, "--record/--no-record", help="Record this step as a run in the store.")
 
 EndpointOption = typer.Option(
     None, "--endpoint", envvar="HF_ENDPOINT", help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)."
@@ -36,10 +43,19 @@ def merge(
     output: str = typer.Option("adapter", "--output", help="adapter (PEFT LoRA) or model (folded into the base)."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Base to fold into for --output model."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+    store: str = StoreRecordOption,
+    parent: list[str] = typer.Option([], "--parent", help="Further parent run id (the adapters' own runs are found)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the merge run (default merge-STRATEGY)."),
+    record: bool = RecordOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Merge LoRA adapters (SLERP, TIES, DARE) into one PEFT adapter with merge_manifest.json."""
-    from provenir.adapters.merging import ModelMerger, _resolve_config
+    """Merge LoRA adapters (SLERP, TIES, DARE) into one PEFT adapter with merge_manifest.json, recorded as a run."""
+    from provenir.adapters.merging import ModelMerger, _resolve_config, record_merge_run
+    from provenir.core.store import ArtifactStore
+
+    artifact_store = ArtifactStore(store) if record else None
+    if artifact_store is not None:
+        artifact_store.check_parents(parent)  # before any work: an unknown parent is an error
 
     config = _resolve_config(
         {
@@ -60,6 +76,9 @@ def merge(
         }
     )
     result = ModelMerger().merge(list(adapters), config, out, overwrite=overwrite)
+    run = None
+    if artifact_store is not None:
+        run = record_merge_run(artifact_store, result, config, provenance=parent, name=name, command=sys.argv)
     summary = {
         "output_path": str(result.output_path),
         "strategy": result.strategy,
@@ -68,6 +87,8 @@ def merge(
         "merge_id": result.merge_id,
         "files_sha256": result.files_sha256,
         "svd_relative_error_max": result.svd_relative_error_max,
+        "run_id": run.run_id if run else None,
+        "parents": run.provenance if run else [],
     }
     if json_out:
         print_json(summary)
@@ -76,6 +97,9 @@ def merge(
         f"[green]merged[/] {len(result.adapter_paths)} adapters with {result.strategy} → {result.output_path} "
         f"(rank {result.rank}, svd error ≤ {result.svd_relative_error_max:.3g})"
     )
+    if run is not None:
+        parents = ", ".join(run.provenance) or "none in this store"
+        console().print(f"run [bold]{run.run_id}[/] (kind merge) in {store} · parents: {parents}")
     for name, digest in sorted(result.files_sha256.items()):
         console().print(f"  {name}  {digest}")
 
@@ -102,20 +126,26 @@ def hub_push(
     revision: str = typer.Option("main", "--revision", help="Branch to commit to (created if missing)."),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message."),
     endpoint: Optional[str] = EndpointOption,
+    store: str = StoreRecordOption,
+    record: bool = RecordOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Upload an adapter folder in one commit, with a provenance model card. Token: $HF_TOKEN or `hf auth login`."""
+    """Upload an adapter folder in one commit, with a provenance model card and Provenir's file record
+    (recorded as a publish run). Token: $HF_TOKEN or `hf auth login`."""
     from pydantic import ValidationError
 
-    from provenir.adapters.hub import HubClient, HubConfig
+    from provenir.adapters.hub import HubClient, HubConfig, record_publish_run
     from provenir.core.errors import ConfigError
+    from provenir.core.store import ArtifactStore
 
     try:
         config = HubConfig(repo_id=repo_id, private=private, revision=revision, commit_message=message)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    artifact_store = ArtifactStore(store) if record else None
     result = HubClient(endpoint=endpoint).push_adapter(adapter, config)
+    run = record_publish_run(artifact_store, result, adapter, command=sys.argv) if artifact_store else None
     if json_out:
         print_json(
             {
@@ -125,12 +155,16 @@ def hub_push(
                 "revision": result.revision,
                 "pushed_files": result.pushed_files,
                 "files_sha256": result.files_sha256,
+                "adapter_run_id": result.run_id,
+                "run_id": run.run_id if run else None,
             }
         )
         return
     console().print(f"[green]pushed[/] {len(result.pushed_files)} files to {result.url} @ {result.commit_sha}")
     for name in result.pushed_files:
         console().print(f"  {name}")
+    if run is not None:
+        console().print(f"run [bold]{run.run_id}[/] (kind publish) in {store} · parent: {', '.join(run.provenance) or '-'}")
 
 
 @hub_app.command("pull")
@@ -140,13 +174,22 @@ def hub_pull(
     revision: str = typer.Option("main", "--revision", help="Branch, tag or commit."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Hub cache folder (without --out)."),
     endpoint: Optional[str] = EndpointOption,
+    store: str = StoreRecordOption,
+    record: bool = RecordOption,
 ) -> None:
-    """Download a model or adapter at a revision and verify every file's hash."""
-    from provenir.adapters.hub import HubClient
+    """Download a model or adapter at a revision and verify every file: against the hub's hashes and,
+    for a Provenir push, against its file record and run manifest (recorded as a pull run)."""
+    from provenir.adapters.hub import HubClient, record_pull_run
+    from provenir.core.store import ArtifactStore
 
-    path = HubClient(endpoint=endpoint, cache_dir=cache_dir).pull_model(repo_id, out, revision)
-    console().print(f"[green]pulled[/] {repo_id}@{revision} → {path} (hashes verified)")
-    typer.echo(str(path))
+    artifact_store = ArtifactStore(store) if record else None
+    result = HubClient(endpoint=endpoint, cache_dir=cache_dir).pull(repo_id, out, revision)
+    checked = " + ".join(result.verified_against)
+    console().print(f"[green]pulled[/] {repo_id}@{result.commit_sha} → {result.path} (verified against {checked})")
+    if artifact_store is not None:
+        run = record_pull_run(artifact_store, result, command=sys.argv)
+        console().print(f"run [bold]{run.run_id}[/] (kind pull) in {store} · parent: {', '.join(run.provenance) or '-'}")
+    typer.echo(str(result.path))
 
 
 @hub_app.command("info")

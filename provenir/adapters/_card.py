@@ -8,6 +8,9 @@ from typing import Any
 
 import yaml
 
+from provenir.core.errors import ConfigError
+from provenir.core.yaml_safe import UnsafeYAMLError, load_yaml
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
@@ -17,13 +20,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+def _split_front_matter(text: str, source: str = "README.md") -> tuple[dict[str, Any], str]:
+    """A card's YAML metadata and body. Malformed metadata is kept as text (no metadata); hostile
+    metadata (an alias bomb, a ``!!python`` tag, …) is a :class:`ConfigError` naming ``source``."""
     if text.startswith("---"):
         end = text.find("\n---", 3)
         if end > 0:
             try:
-                data = yaml.safe_load(text[3:end])
-            except yaml.YAMLError:
+                data = load_yaml(text[3:end], source=f"{source}: front matter")
+            except UnsafeYAMLError:
+                raise
+            except ConfigError:
                 data = None
             if isinstance(data, dict):
                 return data, text[end + 4 :].lstrip("\n")
@@ -47,6 +54,7 @@ def render_model_card(
     files_sha256: dict[str, str],
     run: dict[str, Any],
     existing: str | None = None,
+    existing_source: str = "README.md",
 ) -> str:
     """A model card with YAML metadata (base model, library, tags) and a provenance section.
 
@@ -55,10 +63,14 @@ def render_model_card(
     ``existing`` (the folder's own README.md, e.g. the one PEFT's ``save_pretrained`` writes), its
     text and metadata are kept, the ``provenir`` tags are added, a ``base_model`` that is a local
     path (which the hub cannot link) is dropped from the metadata, and the provenance section is
-    appended.
+    appended. ``existing_source`` names that README in errors.
+
+    Raises:
+        ConfigError: the existing README's front matter is hostile YAML (see
+            :mod:`provenir.core.yaml_safe`).
     """
     if existing is not None:
-        metadata, body = _split_front_matter(existing)
+        metadata, body = _split_front_matter(existing, existing_source)
         generated = render_model_card(repo_id, folder, files_sha256, run)
         new_metadata, new_body = _split_front_matter(generated)
         tags = [t for t in metadata.get("tags") or [] if not _local_base_model_tag(t)]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -44,11 +45,16 @@ from provenir.core.hashing import sha256_file
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-__all__ = ["HubClient", "HubConfig", "HubPushResult", "HubError"]
+__all__ = ["HubClient", "HubConfig", "HubPullResult", "HubPushResult", "HubError", "record_publish_run", "record_pull_run"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 RUN_MANIFEST_IN_REPO = "provenir_run_manifest.json"
+# Provenir's own record of a push: every pushed file's sha256 (the card included), the run the
+# adapter came from. A pull checks the files against it — not only against the hub's own hashes,
+# which a hub that was tampered with would rewrite too.
+PUSH_RECORD_IN_REPO = "provenir_files.json"
+PUSH_RECORD_FORMAT = "provenir.push"
 
 
 class HubError(ProvenirError):
@@ -106,6 +112,21 @@ class HubPushResult:
     revision: str = "main"
     files_sha256: dict[str, str] = field(default_factory=dict)
     commit_url: str | None = None
+    run_id: str | None = None  # the run the pushed adapter came from, when its manifest was beside it
+
+
+@dataclass
+class HubPullResult:
+    """What a verified pull brought: the folder, the commit, each file's sha256, and — when the repo
+    holds Provenir's push record — the run the adapter came from and what was checked against it."""
+
+    repo_id: str
+    revision: str
+    commit_sha: str
+    path: Path
+    files_sha256: dict[str, str] = field(default_factory=dict)
+    pushed_run_id: str | None = None
+    verified_against: list[str] = field(default_factory=list)  # "hub", "provenir_files.json", "run manifest"
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -226,7 +247,8 @@ class HubClient:
         """Upload an adapter (or model) folder to ``config.repo_id`` in one commit.
 
         Raises:
-            ConfigError: the folder is missing or holds no safetensors weights.
+            ConfigError: the folder is missing or holds no safetensors weights, or its README.md
+                has hostile YAML front matter.
             HubError: the hub refused or could not be reached.
         """
         from provenir.adapters._card import render_model_card
@@ -246,13 +268,22 @@ class HubClient:
             operations.append(CommitOperationAdd(path_in_repo=RUN_MANIFEST_IN_REPO, path_or_fileobj=str(found[0])))
             hashes[RUN_MANIFEST_IN_REPO] = sha256_file(found[0])
         existing = None
-        if "README.md" in files:
-            existing = files.pop("README.md").read_text(encoding="utf-8", errors="replace")
+        readme = files.pop("README.md", None)
+        if readme is not None:
+            existing = readme.read_text(encoding="utf-8", errors="replace")
             operations = [op for op in operations if op.path_in_repo != "README.md"]
             del hashes["README.md"]
-        card = render_model_card(config.repo_id, folder, hashes, run, existing).encode("utf-8")
+        card = render_model_card(config.repo_id, folder, hashes, run, existing,
+                                 existing_source=str(readme or "README.md")).encode("utf-8")
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card))
         hashes["README.md"] = hashlib.sha256(card).hexdigest()
+        operations = [op for op in operations if op.path_in_repo != PUSH_RECORD_IN_REPO]
+        hashes.pop(PUSH_RECORD_IN_REPO, None)
+        record = {"format": PUSH_RECORD_FORMAT, "version": 1, "run_id": run.get("run_id"),
+                  "files": dict(sorted(hashes.items()))}
+        record_bytes = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        operations.append(CommitOperationAdd(path_in_repo=PUSH_RECORD_IN_REPO, path_or_fileobj=record_bytes))
+        hashes[PUSH_RECORD_IN_REPO] = hashlib.sha256(record_bytes).hexdigest()
         message = config.commit_message or (
             f"Provenir: push {folder.name}" + (f" (run {run['run_id']})" if run.get("run_id") else "")
         )
@@ -261,6 +292,14 @@ class HubClient:
             repo_url = api.create_repo(config.repo_id, private=config.private, exist_ok=True, repo_type="model")
             if config.revision != "main":
                 api.create_branch(config.repo_id, branch=config.revision, exist_ok=True, repo_type="model")
+            # the revision holds exactly this folder afterwards: files of an earlier push that this one
+            # does not have (a run manifest, a removed shard) would otherwise be pulled with it
+            from huggingface_hub import CommitOperationDelete
+
+            pushing = {op.path_in_repo for op in operations}
+            stale = [name for name in api.list_repo_files(config.repo_id, revision=config.revision, repo_type="model")
+                     if name not in pushing and not name.startswith(".")]
+            operations += [CommitOperationDelete(path_in_repo=name) for name in sorted(stale)]
             info = api.create_commit(
                 config.repo_id,
                 operations=operations,
@@ -268,7 +307,7 @@ class HubClient:
                 revision=config.revision,
                 repo_type="model",
             )
-        pushed = sorted(op.path_in_repo for op in operations)
+        pushed = sorted(op.path_in_repo for op in operations if isinstance(op, CommitOperationAdd))
         return HubPushResult(
             repo_id=config.repo_id,
             url=str(getattr(repo_url, "url", None) or f"{self.endpoint}/{config.repo_id}"),
@@ -277,6 +316,7 @@ class HubClient:
             revision=config.revision,
             files_sha256=dict(sorted(hashes.items())),
             commit_url=info.commit_url,
+            run_id=run.get("run_id"),
         )
 
     @staticmethod
@@ -299,6 +339,10 @@ class HubClient:
         return files
 
     def pull_model(self, repo_id: str, output_dir: Path | None = None, revision: str = "main") -> Path:
+        """Download ``repo_id`` at ``revision`` and verify it; returns the folder (see :meth:`pull`)."""
+        return self.pull(repo_id, output_dir, revision).path
+
+    def pull(self, repo_id: str, output_dir: Path | None = None, revision: str = "main") -> HubPullResult:
         """Download ``repo_id`` at ``revision`` and verify every file against the hub's hashes.
 
         Args:
@@ -349,7 +393,56 @@ class HubClient:
                     path.unlink()  # never leave a corrupt file that looks complete
         if problems:
             raise HubError(f"pull {repo_id}@{info.sha}: " + "; ".join(problems))
-        return folder_path
+        files = {p.relative_to(folder_path).as_posix(): sha256_file(p) for p in sorted(folder_path.rglob("*"))
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder_path).parts)}
+        result = HubPullResult(repo_id, revision, info.sha, folder_path, files, verified_against=["hub"])
+        problems = self._check_push_record(folder_path, files, result)
+        if problems:
+            if output_dir is not None:
+                for name in problems:
+                    (folder_path / name).unlink(missing_ok=True)
+            raise HubError(f"pull {repo_id}@{info.sha}: " + "; ".join(problems.values()))
+        return result
+
+    @staticmethod
+    def _check_push_record(folder: Path, files: dict[str, str], result: HubPullResult) -> dict[str, str]:
+        """Check the pulled files against Provenir's push record and the run manifest pushed with them."""
+        record_path = folder / PUSH_RECORD_IN_REPO
+        if not record_path.is_file():
+            return {}  # not pushed by Provenir: the hub's own hashes are all there is
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return {PUSH_RECORD_IN_REPO: f"{PUSH_RECORD_IN_REPO}: unreadable ({exc})"}
+        recorded = record.get("files") if isinstance(record, dict) else None
+        if not isinstance(recorded, dict):
+            return {PUSH_RECORD_IN_REPO: f"{PUSH_RECORD_IN_REPO}: not a Provenir push record"}
+        problems: dict[str, str] = {}
+        for name, expected in sorted(recorded.items()):
+            got = files.get(name)
+            if got is None:
+                problems[name] = f"{name}: in the push record but not in the repo"
+            elif got != expected:
+                problems[name] = f"{name}: sha256 {got} differs from the push record's {expected}"
+        for name in sorted(set(files) - set(recorded) - {PUSH_RECORD_IN_REPO}):
+            problems[name] = f"{name}: not in the push record (added after the push)"
+        result.verified_against.append(PUSH_RECORD_IN_REPO)
+        run_id = record.get("run_id")
+        result.pushed_run_id = run_id if isinstance(run_id, str) else None
+        manifest_path = folder / RUN_MANIFEST_IN_REPO
+        if manifest_path.is_file():
+            try:
+                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                manifest = {}
+            artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+            for rel, expected in sorted((artifacts or {}).items()):
+                name = rel.split("/", 1)[1] if rel.startswith("adapter/") else None
+                if name and name in files and name != "README.md" and files[name] != expected:
+                    problems[name] = f"{name}: sha256 {files[name]} differs from run {run_id}'s manifest ({expected})"
+            if artifacts:
+                result.verified_against.append("run manifest")
+        return problems
 
     def model_info(self, repo_id: str) -> dict[str, Any]:
         """The repo's id, commit sha, visibility, tags, card metadata and files (size, sha256)."""
@@ -422,3 +515,54 @@ def _scrub(text: str, token: str | None) -> str:
     if token:
         text = text.replace(token, "***")
     return re.sub(r"(Bearer\s+)[^\s'\"]+", r"\1***", text)
+
+
+def record_publish_run(store: Any, result: HubPushResult, adapter_path: Path, *, command: list[str] | None = None) -> Any:
+    """Record a push as a run (``kind = "publish"``): its parent is the run the adapter came from
+    (when that run is in ``store``), its input the pushed folder (hashed file by file), and the hub,
+    repo, revision, commit and every pushed file's sha256 in ``inputs["hub"]``."""
+    from provenir.core.config import RunConfig
+    from provenir.core.hashing import sha256_json
+    from provenir.core.run import RunRecorder, describe_model
+
+    parents = [result.run_id] if result.run_id and store.exists(result.run_id) else []
+    inputs = {
+        "adapter": describe_model(str(Path(adapter_path).resolve())),
+        "hub": {"repo_id": result.repo_id, "url": result.url, "revision": result.revision,
+                "commit_sha": result.commit_sha, "files": result.files_sha256},
+    }
+    name = "publish-" + result.repo_id.replace("/", "-")
+    recorder = RunRecorder(store, RunConfig(name=name[:64]), dataset_hash=sha256_json(result.files_sha256),
+                           inputs=inputs, provenance=parents, command=command)
+    recorder.manifest.kind = "publish"
+    return recorder.finish({"files": len(result.files_sha256)})
+
+
+def record_pull_run(store: Any, result: HubPullResult, *, command: list[str] | None = None) -> Any:
+    """Record a verified pull as a run (``kind = "pull"``): its parent is the run that was pushed
+    (when known and in ``store``), its input the pulled folder (``verify_run`` re-hashes it)."""
+    from provenir.core.config import RunConfig
+    from provenir.core.hashing import sha256_json
+    from provenir.core.run import RunRecorder, describe_model
+
+    pushed = result.pushed_run_id
+    parents = [pushed] if pushed and store.exists(pushed) else []
+    if parents:  # the store's own record of the pushed run: what the hub holds cannot rewrite it
+        artifacts = store.load_manifest(pushed).artifacts
+        changed = sorted(rel.split("/", 1)[1] for rel, digest in artifacts.items()
+                         if rel.startswith("adapter/") and rel.split("/", 1)[1] in result.files_sha256
+                         and rel.split("/", 1)[1] != "README.md" and result.files_sha256[rel.split("/", 1)[1]] != digest)
+        if changed:
+            raise HubError(f"pull {result.repo_id}@{result.commit_sha}: {', '.join(changed)} differ from run "
+                           f"{pushed} in the store (the files on the hub were changed after the push)")
+        result.verified_against.append(f"store run {pushed}")
+    inputs = {
+        "pulled": describe_model(str(result.path.resolve())),
+        "hub": {"repo_id": result.repo_id, "revision": result.revision, "commit_sha": result.commit_sha,
+                "pushed_run_id": pushed, "verified_against": result.verified_against, "files": result.files_sha256},
+    }
+    name = "pull-" + result.repo_id.replace("/", "-")
+    recorder = RunRecorder(store, RunConfig(name=name[:64]), dataset_hash=sha256_json(result.files_sha256),
+                           inputs=inputs, provenance=parents, command=command)
+    recorder.manifest.kind = "pull"
+    return recorder.finish({"files": len(result.files_sha256)})

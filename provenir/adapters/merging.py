@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from provenir.adapters._lora import LoraAdapter
 
-__all__ = ["MERGE_MANIFEST_NAME", "MergeConfig", "MergeResult", "ModelMerger", "verify_merge"]
+__all__ = ["MERGE_MANIFEST_NAME", "MergeConfig", "MergeResult", "ModelMerger", "record_merge_run", "verify_merge"]
 
 MERGE_MANIFEST_NAME = "merge_manifest.json"
 MANIFEST_FORMAT = "provenir.merge"
@@ -468,6 +468,53 @@ def _move_into_place(tmp: Path, output_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, output_dir)
+
+
+def record_merge_run(
+    store: Any,
+    result: MergeResult,
+    config: MergeConfig | dict[str, Any],
+    *,
+    provenance: list[str] | tuple[str, ...] = (),
+    name: str | None = None,
+    command: list[str] | None = None,
+) -> Any:
+    """Record a merge as a run (``kind = "merge"``) in an :class:`~provenir.core.store.ArtifactStore`.
+
+    Its parents are the runs the input adapters came from (found beside each adapter, as
+    :func:`merge_manifest.json <verify_merge>` records them) plus ``provenance``; its inputs are the
+    adapter folders, hashed file by file (``verify_run`` re-hashes them); its artifacts are the merged
+    folder under ``adapter/`` and ``merge_manifest.json``, each with its sha256. So ``provenir
+    manifest lineage`` walks from the merged adapter back through the runs that trained its parents.
+
+    Returns the finished :class:`~provenir.core.abstractions.RunManifest`.
+    """
+    from provenir.core.config import RunConfig
+    from provenir.core.run import RunRecorder, describe_model
+
+    config = _resolve_config(config)
+    manifest = json.loads((result.output_path / MERGE_MANIFEST_NAME).read_text(encoding="utf-8"))
+    parents: list[str] = []
+    for entry in manifest.get("inputs", []):
+        run_id = (entry.get("provenance") or {}).get("run_id") if isinstance(entry, dict) else None
+        if isinstance(run_id, str) and run_id not in parents and store.exists(run_id):
+            parents.append(run_id)
+    for run_id in provenance:
+        if run_id not in parents:
+            parents.append(run_id)
+    inputs: dict[str, Any] = {f"adapter:{i}": describe_model(str(Path(path).resolve()))
+                              for i, path in enumerate(result.adapter_paths)}
+    inputs["merge"] = {"strategy": result.strategy, "merge_id": result.merge_id,
+                       "config": config.model_dump(mode="json")}
+    run_config = RunConfig(name=name or f"merge-{result.strategy}", seed=config.seed)
+    digest = sha256_json([inputs[f"adapter:{i}"].get("sha256") for i in range(len(result.adapter_paths))])
+    recorder = RunRecorder(store, run_config, dataset_hash=digest, inputs=inputs, provenance=parents,
+                           command=command)
+    recorder.manifest.kind = "merge"
+    shutil.copytree(result.output_path, recorder.workdir / "adapter", dirs_exist_ok=True)
+    metrics = {"rank": result.rank, "svd_relative_error_max": result.svd_relative_error_max,
+               "adapters": len(result.adapter_paths)}
+    return recorder.finish({k: v for k, v in metrics.items() if v is not None})
 
 
 def verify_merge(output_dir: Path) -> list[str]:

@@ -344,10 +344,10 @@ def verify_run(store: ArtifactStore, run_id: str) -> VerificationReport:
         report.checks.append(Check("config_hash", False, manifest.config_hash, None, str(exc)))
 
     try:
-        stored_yaml = store.read_text(run_id, CONFIG_NAME)
-        import yaml
+        from provenir.core.yaml_safe import load_yaml
 
-        same = yaml.safe_load(stored_yaml) == manifest.config
+        stored_yaml = store.read_text(run_id, CONFIG_NAME)
+        same = load_yaml(stored_yaml, source=f"{run_id}/{CONFIG_NAME}") == manifest.config
         report.checks.append(
             Check("config.yaml", same, detail="" if same else "differs from the manifest's config")
         )

@@ -25,46 +25,15 @@ import posixpath
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+# the path helper lives in core (governance's file scans use it too); importable from here as before
+from provenir.core.paths import expand_paths
+from provenir.core.paths import fs_and_path as _fs_and_path
+
 if TYPE_CHECKING:
     import ray.data
 
 DEFAULT_SHARD_BYTES = 16 << 20
 ROW_COLUMNS = ("file", "line", "json", "error")
-
-
-def _fs_and_path(path: str) -> tuple[Any, str]:
-    import fsspec
-
-    fs, resolved = fsspec.core.url_to_fs(path)
-    return fs, resolved
-
-
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Expand folders (their ``*.jsonl``, ``*.json``, ``*.parquet`` files, sorted) and globs."""
-    from provenir.core.errors import DataError
-
-    out: list[str] = []
-    for path in paths:
-        fs, resolved = _fs_and_path(str(path))
-        protocol = str(path).split("://", 1)[0] + "://" if "://" in str(path) else ""
-        if any(ch in resolved for ch in "*?["):
-            matches = sorted(fs.glob(resolved))
-        elif fs.isdir(resolved):
-            matches = sorted(
-                p for p in fs.find(resolved)
-                if p.endswith((".jsonl", ".json", ".jsonl.gz", ".parquet"))
-            )
-        elif fs.exists(resolved):
-            matches = [resolved]
-        else:
-            raise DataError(f"{path}: file not found")
-        if not matches:
-            raise DataError(f"{path}: no .jsonl or .parquet files found")
-        for match in matches:
-            if protocol and protocol != "file://" and "://" not in match:
-                match = protocol + match.lstrip("/") if protocol == "memory://" else protocol + match
-            out.append(match)
-    return out
 
 
 def _compression(path: str) -> str | None:

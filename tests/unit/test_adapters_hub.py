@@ -78,6 +78,7 @@ def test_push_creates_the_repo_and_uploads_everything_in_one_commit(hub, run_dir
         "README.md",
         "adapter_config.json",
         "adapter_model.safetensors",
+        "provenir_files.json",
         "provenir_run_manifest.json",
     ]
     commits = [path for method, path in hub.requests if path.startswith("/api/models/alice/tiny-lora/commit/")]
@@ -259,3 +260,73 @@ def test_verify_hash_streams_and_compares(tmp_path):
         hub_client.verify_hash(path, "abc")
     with pytest.raises(ProvenirError, match="file not found"):
         hub_client.verify_hash(tmp_path / "missing", digest)
+
+
+def test_pull_checks_the_files_against_provenirs_push_record(hub, run_dir, tmp_path, monkeypatch):
+    """A later commit that rewrites a file keeps the hub's own hashes consistent; Provenir's record
+    of the push still tells the file changed, and a file added after the push is named too."""
+    from huggingface_hub import HfApi
+
+    adapter = run_dir / "adapter"
+    client(hub).push_adapter(adapter, HubConfig(repo_id="alice/tiny-lora", token=TOKEN))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    good = client(hub).pull("alice/tiny-lora", tmp_path / "good")
+    assert good.verified_against == ["hub", "provenir_files.json"]  # this fixture's manifest lists no artifacts
+    assert good.pushed_run_id == "run-20260101-abc" and good.commit_sha == hub.head("alice/tiny-lora")
+    assert good.files_sha256["adapter_model.safetensors"] == sha256_file(adapter / "adapter_model.safetensors")
+
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    api.upload_file(path_or_fileobj=b'{"r": 64}', path_in_repo="adapter_config.json", repo_id="alice/tiny-lora")
+    with pytest.raises(HubError, match=r"adapter_config.json: sha256 [0-9a-f]+ differs from the push record's"):
+        client(hub).pull("alice/tiny-lora", tmp_path / "rewritten")
+    assert not (tmp_path / "rewritten" / "adapter_config.json").exists()
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="extra.py", repo_id="alice/tiny-lora")
+    with pytest.raises(HubError, match=r"extra.py: not in the push record"):
+        client(hub).pull("alice/tiny-lora", tmp_path / "added")
+
+
+def test_publish_and_pull_are_runs_in_the_lineage(hub, tiny_model_dir, tmp_path, monkeypatch):
+    from provenir.adapters.hub import record_publish_run, record_pull_run
+    from provenir.core.config import RunConfig
+    from provenir.core.run import RunRecorder, verify_run
+    from provenir.core.store import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "store")
+    rec = RunRecorder(store, RunConfig(name="sft"), dataset_hash="0" * 64)
+    make_adapter(tiny_model_dir, rec.workdir / "adapter", seed=3)
+    trained = rec.finish({"loss": 0.1})
+    adapter = store.local_run_dir(trained.run_id) / "adapter"
+    pushed = client(hub).push_adapter(adapter, HubConfig(repo_id="alice/lineage", token=TOKEN))
+    assert pushed.run_id == trained.run_id
+    publish = record_publish_run(store, pushed, adapter)
+    assert publish.kind == "publish" and publish.provenance == [trained.run_id]
+    assert publish.inputs["hub"]["commit_sha"] == pushed.commit_sha
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    pulled = client(hub).pull("alice/lineage", tmp_path / "pulled")
+    assert pulled.verified_against == ["hub", "provenir_files.json", "run manifest"]
+    pull = record_pull_run(store, pulled)
+    assert pull.kind == "pull" and pull.provenance == [trained.run_id]
+    assert verify_run(store, publish.run_id).ok and verify_run(store, pull.run_id).ok
+    assert set(store.descendants(trained.run_id)) >= {publish.run_id, pull.run_id}
+    assert pulled.verified_against[-1] == f"store run {trained.run_id}"
+    (tmp_path / "pulled" / "adapter_config.json").write_text("{}")
+    assert "input:pulled" in {c.name for c in verify_run(store, pull.run_id).checks if not c.ok}
+
+    # the hub rewritten consistently (the file, Provenir's record, the manifest): the store still knows
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    files = hub.files("alice/lineage")
+    record = json.loads(files["provenir_files.json"])
+    forged = b'{"r": 64}'
+    record["files"]["adapter_config.json"] = __import__("hashlib").sha256(forged).hexdigest()
+    manifest = json.loads(files["provenir_run_manifest.json"])
+    manifest["artifacts"]["adapter/adapter_config.json"] = record["files"]["adapter_config.json"]
+    record["files"]["provenir_run_manifest.json"] = __import__("hashlib").sha256(
+        json.dumps(manifest).encode()).hexdigest()
+    HfApi(endpoint=hub.endpoint, token=TOKEN).create_commit("alice/lineage", commit_message="forge", operations=[
+        CommitOperationAdd("adapter_config.json", forged),
+        CommitOperationAdd("provenir_run_manifest.json", json.dumps(manifest).encode()),
+        CommitOperationAdd("provenir_files.json", json.dumps(record).encode())])
+    forged_pull = client(hub).pull("alice/lineage", tmp_path / "forged")  # every check on the hub passes
+    with pytest.raises(HubError, match=rf"adapter_config.json differ from run {trained.run_id} in the store"):
+        record_pull_run(store, forged_pull)
