@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO, TypeVar
@@ -21,6 +22,11 @@ from typing import Any, TextIO, TypeVar
 T = TypeVar("T")
 
 _QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+
+#: how many times a Ray Client (``ray://``) connection is tried: the cluster's proxy starts a
+#: per-driver client server for every connection, and on a loaded head that start can fail once
+#: ("Starting Ray client server failed") while the next one succeeds
+CLIENT_CONNECT_ATTEMPTS = 3
 
 
 def connect(
@@ -52,8 +58,30 @@ def connect(
             kwargs["runtime_env"] = runtime_env
         if address is None:
             kwargs.update(num_cpus=num_cpus, include_dashboard=False)
-        ray.init(address=address, **kwargs)
+        _init(ray, address, kwargs)
     return {"resources": ray.cluster_resources(), "client_mode": is_client_mode()}
+
+
+def _init(ray: Any, address: str | None, kwargs: dict[str, Any], *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """``ray.init``; a Ray Client connection the cluster refused to set up is tried again, with a
+    warning on stderr, up to :data:`CLIENT_CONNECT_ATTEMPTS` times in all."""
+    attempts = CLIENT_CONNECT_ATTEMPTS if str(address or "").startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except ConnectionError as exc:  # ConnectionAbortedError: the proxy's client server failed
+            if attempt == attempts:
+                raise
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001 - nothing was connected; the retry starts clean
+                pass
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            delay = 2.0 * attempt
+            print(f"Ray Client {address}: connection {attempt}/{attempts} failed ({reason}); "
+                  f"trying again in {delay:.0f}s", file=sys.stderr)
+            sleep(delay)
 
 
 def is_client_mode() -> bool:

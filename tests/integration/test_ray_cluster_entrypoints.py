@@ -66,7 +66,8 @@ def ray_head(tmp_path_factory):
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the Ray head did not come up:\n{log.read_text()[-3000:]}\n{probe.stderr[-2000:]}")
             time.sleep(2)
-        yield {"dashboard": f"http://127.0.0.1:{dashboard}", "client": f"ray://127.0.0.1:{client}"}
+        yield {"dashboard": f"http://127.0.0.1:{dashboard}", "client": f"ray://127.0.0.1:{client}",
+               "logs": temp / "session_latest" / "logs"}
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -106,6 +107,14 @@ distributed:
     return config
 
 
+def _client_server_logs(logs: Path) -> str:
+    """The head's Ray Client proxy and per-driver server logs, for a failure message."""
+    parts = []
+    for path in sorted(logs.glob("ray_client_server*")):
+        parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}")
+    return "\n".join(parts)
+
+
 def _manifest(store: Path) -> dict:
     from provenir.core.store import ArtifactStore
 
@@ -136,7 +145,7 @@ def test_train_through_ray_client(ray_head, tiny_model_dir, tmp_path):
          "--address", ray_head["client"]],
         capture_output=True, text=True, env=_env(), timeout=480,
     )
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + _client_server_logs(ray_head["logs"])
     assert re.findall(r"^step (\d+)/4 ", run.stderr, re.MULTILINE) == ["2", "4"], run.stderr[-4000:]
     manifest = _manifest(store)
     assert manifest["status"] == "completed"
