@@ -634,22 +634,30 @@ class RunConfig(_Strict):
         origins = _Origins(path, lines, overrides or {})
         for dotted, value in (overrides or {}).items():
             _set_dotted(raw, dotted, value, origins)
-        try:
-            config = cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(_format_validation(exc, origins, booleans)) from None
-        config = _resolve_relative_paths(config, path.parent, origins)
-        problems = [_template_problem(config, origins)]
-        if check_inputs:
-            problems += _input_problems(config, origins)
-        problems = [p for p in problems if p]
-        if problems:
-            raise ConfigError("\n".join(problems))
-        return config
+        return _validated(cls, raw, path, origins, booleans, check_inputs)
 
     def to_yaml(self) -> str:
         """The config as YAML (every field, defaults included), stable key order."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True, allow_unicode=True)
+
+
+def _validated(cls: type[RunConfig], raw: dict[str, Any], path: Path, origins: _Origins, booleans: dict,
+               check_inputs: bool) -> RunConfig:
+    """``raw`` (overrides already applied) as a ``cls``: validated, relative paths resolved against
+    ``path``'s folder, the template (and with ``check_inputs`` the input files) checked; every problem
+    a :class:`ConfigError` naming the file and line."""
+    try:
+        config = cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, origins, booleans)) from None
+    config = _resolve_relative_paths(config, path.parent, origins)
+    problems = [_template_problem(config, origins)]
+    if check_inputs:
+        problems += _input_problems(config, origins)
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
 
 
 def semantic_config(config: RunConfig | dict[str, Any]) -> dict[str, Any]:

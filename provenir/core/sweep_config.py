@@ -45,12 +45,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from provenir.core.config import (
     RunConfig,
     _format_validation,
-    _input_problems,
     _key_lines,
     _Origins,
-    _resolve_relative_paths,
     _set_dotted,
-    _template_problem,
+    _validated,
     shown,
 )
 from provenir.core.errors import ConfigError
@@ -419,18 +417,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, *, che
 def _load_inline_base(raw: dict[str, Any], path: Path, origins: _Origins, booleans: dict, check_inputs: bool) -> RunConfig:
     for _parts, key, value in origins.overrides:
         _set_dotted(raw, key, value, origins)
-    try:
-        config = RunConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, origins, booleans)) from None
-    config = _resolve_relative_paths(config, path.parent, origins)
-    problems = [_template_problem(config, origins)]
-    if check_inputs:
-        problems += _input_problems(config, origins)
-    problems = [p for p in problems if p]
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return config
+    return _validated(RunConfig, raw, path, origins, booleans, check_inputs)
 
 
 def _load_section(section: Any, origins: _Origins) -> SweepConfig:
